@@ -1,0 +1,15 @@
+// SPDX-FileCopyrightText: 2026 The attn authors
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+// attn: CPU attention kernels on one tiled online-softmax core.
+#include "attn/backend/registry.hpp"
+#include "attn/core/error.hpp"
+#include "attn/core/executor.hpp"
+#include "attn/core/merge.hpp"
+#include "attn/core/tensor.hpp"
+#include "attn/variant/dense.hpp"
+
+#define ATTN_VERSION_MAJOR 0
+#define ATTN_VERSION_MINOR 1
+#define ATTN_VERSION_PATCH 0

@@ -1,0 +1,81 @@
+// SPDX-FileCopyrightText: 2026 The attn authors
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+
+#include <xsimd/xsimd.hpp>
+
+namespace attn::backend {
+
+// Register blocking per xsimd architecture. The generic entry suits any ISA
+// with 16 vector registers; specialise for an ISA only where a benchmark shows
+// that another blocking pays.
+template <class Arch>
+struct xsimd_blocking {
+  static constexpr int score_keys = 6;        // 6 x 2 accumulators + 2 loads
+  static constexpr int score_query_vecs = 2;  //   = 14 of 16 registers
+  static constexpr int pv_rows = 6;
+  static constexpr int pv_col_vecs = 2;
+  static constexpr int query_tile_rows = 48;
+  static constexpr int kv_tile = 128;
+};
+
+// One backend for every xsimd architecture: the vector is
+// xsimd::batch<float, Arch>, the exponential a Cephes-style polynomial.
+template <class Arch>
+struct xsimd_backend : xsimd_blocking<Arch> {
+  using arch = Arch;
+  using vec = xsimd::batch<float, Arch>;
+  using ivec = xsimd::batch<std::int32_t, Arch>;
+  static constexpr std::size_t width = vec::size;
+  static constexpr const char* name = Arch::name();
+
+  static vec zero() { return vec(0.0f); }
+  static vec broadcast(float x) { return vec(x); }
+  static vec load(const float* p) { return vec::load_unaligned(p); }
+  static void store(float* p, vec x) { x.store_unaligned(p); }
+  static vec add(vec a, vec b) { return a + b; }
+  static vec sub(vec a, vec b) { return a - b; }
+  static vec mul(vec a, vec b) { return a * b; }
+  static vec fma(vec a, vec b, vec c) { return xsimd::fma(a, b, c); }
+  // May drop a NaN operand: the core never relies on max to propagate NaN
+  // (a NaN score reaches the output through exp2 and the sums).
+  static vec max(vec a, vec b) { return xsimd::max(a, b); }
+
+  // 2^x with a max relative error of a few ulp on [-126, 127]; -inf and
+  // anything below -126.5 give exactly 0 (masked scores vanish exactly), NaN
+  // gives NaN, x > 127.5 gives +inf.
+  static vec exp2(vec x) {
+    // Clamp with the argument second so that a NaN passes through.
+    x = xsimd::select(x < vec(-127.0f), vec(-127.0f), x);
+    x = xsimd::select(x > vec(128.0f), vec(128.0f), x);
+    const ivec n = xsimd::nearbyint_as_int(x);
+    const vec f = x - xsimd::to_float(n);  // f in [-0.5, 0.5]
+    // Minimax polynomial for 2^f on [-0.5, 0.5] (Cephes exp2f coefficients).
+    vec p(1.535336188319500e-4f);
+    p = xsimd::fma(p, f, vec(1.339887440266574e-3f));
+    p = xsimd::fma(p, f, vec(9.618437357674640e-3f));
+    p = xsimd::fma(p, f, vec(5.550332471162809e-2f));
+    p = xsimd::fma(p, f, vec(2.402264791363012e-1f));
+    p = xsimd::fma(p, f, vec(6.931472028550421e-1f));
+    p = xsimd::fma(p, f, vec(1.0f));
+    // 2^n built in the exponent field: n = -127 gives the bit pattern of 0,
+    // n = 128 that of +inf.
+    const vec scale = xsimd::bitwise_cast<vec>((n + ivec(127)) << 23);
+    return p * scale;
+  }
+
+  static float reduce_add(vec x) { return xsimd::hadd(x); }
+  static float reduce_max(vec x) {
+    alignas(64) float lanes[width];
+    x.store_unaligned(lanes);
+    float m = lanes[0];
+    for (std::size_t i = 1; i < width; ++i) m = (lanes[i] > m || lanes[i] != lanes[i]) ? lanes[i] : m;
+    return m;
+  }
+};
+
+}  // namespace attn::backend

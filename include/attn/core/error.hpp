@@ -1,0 +1,48 @@
+// SPDX-FileCopyrightText: 2026 The attn authors
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <cstdio>
+#include <cstdlib>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+namespace attn {
+
+// Thrown by every public entry point when an argument is invalid. The message
+// names the argument, the value expected and the value received.
+class error : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+namespace detail {
+
+template <class... Parts>
+std::string concat(const Parts&... parts) {
+  std::ostringstream out;
+  (out << ... << parts);
+  return out.str();
+}
+
+[[noreturn]] inline void fail(const std::string& message) {
+#if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
+  throw error(message);
+#else
+  std::fprintf(stderr, "attn: %s\n", message.c_str());
+  std::abort();
+#endif
+}
+
+// require(cond, "argument", "expected ...", actual) -> attn::error
+// "<argument>: expected <expected>, got <actual>".
+template <class Actual>
+void require(bool ok, const char* argument, const std::string& expected,
+             const Actual& actual) {
+  if (!ok) fail(concat(argument, ": expected ", expected, ", got ", actual));
+}
+
+}  // namespace detail
+}  // namespace attn

@@ -1,0 +1,123 @@
+// SPDX-FileCopyrightText: 2026 The attn authors
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <cstddef>
+#include <utility>
+
+#include "attn/core/tensor.hpp"
+
+// The two register-blocked micro-kernels of the core, written once over the
+// backend policy B:
+//
+//   scores:  S^T (keys x queries) = K (keys x Dk) . Q^T (Dk x queries)
+//            K rows are read in place and broadcast element by element; Q^T
+//            is packed once per work item, so keys never need packing.
+//   values:  O (queries x Dv) += P (queries x keys) . V (keys x Dv)
+//            P is read from the S^T tile (broadcast), V rows in place.
+//
+// Both keep an R x C block of accumulators in registers across the
+// reduction; R and C come from the backend's blocking, tails are smaller
+// instantiations of the same template.
+namespace attn::detail {
+
+template <class B, int Keys, int QueryVecs>
+inline void score_block(const float* k, index_t k_stride, index_t dk,  // k: (Keys, dk)
+                        const float* qt, index_t ldq,                   // qt: (dk, QueryVecs*W)
+                        float* st, index_t lds) {                       // st: (Keys, QueryVecs*W)
+  using vec = typename B::vec;
+  constexpr index_t W = static_cast<index_t>(B::width);
+  vec acc[Keys][QueryVecs];
+  for (int r = 0; r < Keys; ++r)
+    for (int c = 0; c < QueryVecs; ++c) acc[r][c] = B::zero();
+  const float* krow[Keys];
+  for (int r = 0; r < Keys; ++r) krow[r] = k + r * k_stride;
+  for (index_t d = 0; d < dk; ++d) {
+    vec q[QueryVecs];
+    for (int c = 0; c < QueryVecs; ++c) q[c] = B::load(qt + d * ldq + c * W);
+    for (int r = 0; r < Keys; ++r) {
+      const vec kb = B::broadcast(krow[r][d]);
+      for (int c = 0; c < QueryVecs; ++c) acc[r][c] = B::fma(kb, q[c], acc[r][c]);
+    }
+  }
+  for (int r = 0; r < Keys; ++r)
+    for (int c = 0; c < QueryVecs; ++c) B::store(st + r * lds + c * W, acc[r][c]);
+}
+
+template <class B, int Rows, int ColVecs>
+inline void value_block(const float* pt, index_t ldp,       // pt: (keys, Rows) of S^T
+                        const float* v, index_t v_stride,   // v: (keys, ColVecs*W)
+                        index_t keys,                       //
+                        float* o, index_t ldo) {            // o: (Rows, ColVecs*W)
+  using vec = typename B::vec;
+  constexpr index_t W = static_cast<index_t>(B::width);
+  vec acc[Rows][ColVecs];
+  for (int r = 0; r < Rows; ++r)
+    for (int c = 0; c < ColVecs; ++c) acc[r][c] = B::load(o + r * ldo + c * W);
+  for (index_t j = 0; j < keys; ++j) {
+    vec vv[ColVecs];
+    for (int c = 0; c < ColVecs; ++c) vv[c] = B::load(v + j * v_stride + c * W);
+    for (int r = 0; r < Rows; ++r) {
+      const vec p = B::broadcast(pt[j * ldp + r]);
+      for (int c = 0; c < ColVecs; ++c) acc[r][c] = B::fma(p, vv[c], acc[r][c]);
+    }
+  }
+  for (int r = 0; r < Rows; ++r)
+    for (int c = 0; c < ColVecs; ++c) B::store(o + r * ldo + c * W, acc[r][c]);
+}
+
+// Calls f(std::integral_constant<int, n>) for the runtime n in [1, Max]:
+// the tail of a blocked loop runs a smaller instantiation of the same kernel.
+template <int Max, class F>
+inline void with_block_size(int n, F&& f) {
+  [&]<int... I>(std::integer_sequence<int, I...>) {
+    ((n == I + 1 ? (f(std::integral_constant<int, I + 1>{}), 0) : 0), ...);
+  }(std::make_integer_sequence<int, Max>{});
+}
+
+// S^T tile: st (keys, ldq) = K tile (keys, dk) . Q^T (dk, ldq).
+// ldq is a multiple of score_query_vecs * W (the packed query tile).
+template <class B>
+inline void score_tile(const float* k, index_t k_stride, index_t keys, index_t dk,
+                       const float* qt, index_t ldq, float* st) {
+  constexpr int R = B::score_keys;
+  constexpr index_t QW = B::score_query_vecs * static_cast<index_t>(B::width);
+  for (index_t c = 0; c < ldq; c += QW) {
+    index_t j = 0;
+    for (; j + R <= keys; j += R)
+      score_block<B, R, B::score_query_vecs>(k + j * k_stride, k_stride, dk, qt + c, ldq,
+                                             st + j * ldq + c, ldq);
+    if (j < keys)
+      with_block_size<R>(static_cast<int>(keys - j), [&](auto n) {
+        score_block<B, decltype(n)::value, B::score_query_vecs>(
+            k + j * k_stride, k_stride, dk, qt + c, ldq, st + j * ldq + c, ldq);
+      });
+  }
+}
+
+// O (rows, ldo) += P (rows, keys) . V (keys, dv) with P read from S^T.
+// dv is a multiple of W (the caller pads V rows otherwise).
+template <class B>
+inline void value_tile(const float* pt, index_t ldp, index_t rows, const float* v,
+                       index_t v_stride, index_t keys, index_t dv, float* o, index_t ldo) {
+  constexpr int R = B::pv_rows;
+  constexpr int CV = B::pv_col_vecs;
+  constexpr index_t W = static_cast<index_t>(B::width);
+  auto row_block = [&](index_t r, auto rows_n) {
+    constexpr int Rn = decltype(rows_n)::value;
+    index_t c = 0;
+    for (; c + CV * W <= dv; c += CV * W)
+      value_block<B, Rn, CV>(pt + r, ldp, v + c, v_stride, keys, o + r * ldo + c, ldo);
+    if (c < dv)
+      with_block_size<CV>(static_cast<int>((dv - c) / W), [&](auto n) {
+        value_block<B, Rn, decltype(n)::value>(pt + r, ldp, v + c, v_stride, keys,
+                                                o + r * ldo + c, ldo);
+      });
+  };
+  index_t r = 0;
+  for (; r + R <= rows; r += R) row_block(r, std::integral_constant<int, R>{});
+  if (r < rows)
+    with_block_size<R>(static_cast<int>(rows - r), [&](auto n) { row_block(r, n); });
+}
+
+}  // namespace attn::detail

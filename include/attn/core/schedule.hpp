@@ -1,0 +1,67 @@
+// SPDX-FileCopyrightText: 2026 The attn authors
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <algorithm>
+#include <concepts>
+#include <utility>
+
+#include "attn/core/tensor.hpp"
+
+// A variant tells the core three things (STYLE habit 3): which keys a query
+// tile may see at all, which KV tiles inside that range need an element mask,
+// and the mask itself. The core never evaluates the mask on a full tile and
+// never visits an empty one.
+namespace attn {
+
+enum class tile_kind { empty, partial, full };
+
+// The queries of one work item: positions [i_begin, i_end) of batch b, query
+// heads [h_begin, h_end). nq and nk are the sequence lengths of the problem.
+struct query_block {
+  index_t b;
+  index_t i_begin, i_end;
+  index_t h_begin, h_end;
+  index_t nq, nk;
+  // Bottom-right alignment: query i sits at key position i + offset().
+  constexpr index_t offset() const { return nk - nq; }
+};
+
+// [begin, end) of keys.
+struct key_range {
+  index_t begin, end;
+};
+
+template <class M>
+concept mask = requires(const M& m, const query_block& qb, index_t x) {
+  { m.keys(qb) } -> std::same_as<key_range>;               // superset of allowed keys
+  { m.classify(qb, x, x) } -> std::same_as<tile_kind>;     // tile [j0, j1) of keys
+  { m.allowed(x, x, x, x) } -> std::convertible_to<bool>;  // (b, h, i, j)
+};
+
+// Every key, every tile full.
+struct no_mask {
+  key_range keys(const query_block& qb) const { return {0, qb.nk}; }
+  tile_kind classify(const query_block&, index_t, index_t) const { return tile_kind::full; }
+  constexpr bool allowed(index_t, index_t, index_t, index_t) const { return true; }
+};
+
+// Key j is allowed for query i iff j <= i + offset (bottom-right aligned,
+// FlashAttention >= 2.1): with Nq = 1 the query sees the whole cache.
+struct causal_mask {
+  index_t offset;  // Nk - Nq
+
+  key_range keys(const query_block& qb) const {
+    return {0, std::clamp<index_t>(qb.i_end - 1 + offset + 1, 0, qb.nk)};
+  }
+  tile_kind classify(const query_block& qb, index_t j0, index_t j1) const {
+    if (j0 > qb.i_end - 1 + offset) return tile_kind::empty;
+    if (j1 - 1 <= qb.i_begin + offset) return tile_kind::full;
+    return tile_kind::partial;
+  }
+  constexpr bool allowed(index_t, index_t, index_t i, index_t j) const { return j <= i + offset; }
+};
+
+static_assert(mask<no_mask> && mask<causal_mask>, "built-in masks must model attn::mask");
+
+}  // namespace attn

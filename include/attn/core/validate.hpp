@@ -1,0 +1,65 @@
+// SPDX-FileCopyrightText: 2026 The attn authors
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "attn/core/error.hpp"
+#include "attn/core/tensor.hpp"
+
+// Argument checks shared by the public entry points. Each failure names the
+// argument, what was expected and what was received.
+namespace attn::detail {
+
+template <class T, std::size_t R>
+void require_view(const strided_view<T, R>& v, const char* name, const std::string& expected_shape,
+                  bool shape_ok) {
+  require(v.data != nullptr, name, "a non-null data pointer", "null");
+  require(shape_ok, name, "shape " + expected_shape, shape_string(v));
+  for (std::size_t r = 0; r < R; ++r) {
+    require(v.extent[r] >= 0, name, "non-negative extents", shape_string(v));
+    require(v.stride[r] >= 0, name, "non-negative strides", "stride " + std::to_string(v.stride[r]) +
+                                                                  " in dimension " + std::to_string(r));
+  }
+  require(v.size() >= 0, name, "an element count that fits in 64 bits", shape_string(v));
+}
+
+// A written view must not map two elements to one address (a zero stride on
+// an extent above one).
+template <class T, std::size_t R>
+void require_distinct(const strided_view<T, R>& v, const char* name) {
+  for (std::size_t r = 0; r < R; ++r)
+    require(v.extent[r] <= 1 || v.stride[r] != 0, name,
+            "a non-zero stride in every dimension of extent > 1 (it is written)",
+            "stride 0 in dimension " + std::to_string(r));
+}
+
+// The memory [data, data + span) of two views must not overlap when one is
+// written.
+template <class T, class U, std::size_t R, std::size_t S>
+void require_disjoint(const strided_view<T, R>& written, const char* written_name,
+                      const strided_view<U, S>& other, const char* other_name) {
+  if (written.empty() || other.empty() || written.size() == 0 || other.size() == 0) return;
+  const auto a0 = reinterpret_cast<std::uintptr_t>(written.data);
+  const auto a1 = a0 + static_cast<std::uintptr_t>(written.span()) * sizeof(T);
+  const auto b0 = reinterpret_cast<std::uintptr_t>(other.data);
+  const auto b1 = b0 + static_cast<std::uintptr_t>(other.span()) * sizeof(U);
+  require(a1 <= b0 || b1 <= a0, written_name, std::string("memory disjoint from ") + other_name,
+          "overlapping buffers");
+}
+
+inline std::string dims(std::initializer_list<std::pair<const char*, index_t>> named) {
+  std::string s = "(";
+  bool first = true;
+  for (const auto& [n, value] : named) {
+    if (!first) s += ", ";
+    first = false;
+    s += n;
+    if (value >= 0) s += "=" + std::to_string(value);
+  }
+  return s + ")";
+}
+
+}  // namespace attn::detail
