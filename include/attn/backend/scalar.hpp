@@ -18,6 +18,8 @@ struct scalar {
   // Register blocking of the micro-kernels (see core/micro_kernels.hpp).
   static constexpr int score_keys = 4;        // keys per S^T block
   static constexpr int score_query_vecs = 2;  // query vectors per S^T block
+  static constexpr int dot_rows = 4;         // query rows per decode dot block
+  static constexpr int dot_keys = 2;         // keys per decode dot block
   static constexpr int pv_rows = 4;           // query rows per P.V block
   static constexpr int pv_col_vecs = 2;       // value vectors per P.V block
   static constexpr int query_tile_rows = 32;  // rows (positions x heads) per work item

@@ -17,9 +17,11 @@ template <class Arch>
 struct xsimd_blocking {
   static constexpr int score_keys = 6;        // 6 x 2 accumulators + 2 loads
   static constexpr int score_query_vecs = 2;  //   = 14 of 16 registers
+  static constexpr int dot_rows = 4;          // decode tiles: 4 x 3 accumulators
+  static constexpr int dot_keys = 3;          //   + 3 key vectors + 1 query vector
   static constexpr int pv_rows = 6;
   static constexpr int pv_col_vecs = 2;
-  static constexpr int query_tile_rows = 48;
+  static constexpr int query_tile_rows = 96;
   static constexpr int kv_tile = 128;
 };
 

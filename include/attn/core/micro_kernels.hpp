@@ -66,6 +66,30 @@ inline void value_block(const float* pt, index_t ldp,       // pt: (keys, Rows) 
     for (int c = 0; c < ColVecs; ++c) B::store(o + r * ldo + c * W, acc[r][c]);
 }
 
+// Decode-shaped tiles (a handful of query rows) waste most lanes of the
+// broadcast kernel above, so they take dot products along Dk instead:
+//   S^T[j][r] = sum over d of K[j][d] Q[r][d], vectors over d, reduced at the end.
+template <class B, int Rows, int Keys>
+inline void score_dot_block(const float* k, index_t k_stride, index_t dk,  // k: (Keys, dk)
+                            const float* q, index_t ldr,                   // q: (Rows, dk)
+                            float* st, index_t lds) {                      // st: (Keys, lds)
+  using vec = typename B::vec;
+  constexpr index_t W = static_cast<index_t>(B::width);
+  vec acc[Rows][Keys];
+  for (int r = 0; r < Rows; ++r)
+    for (int c = 0; c < Keys; ++c) acc[r][c] = B::zero();
+  for (index_t d = 0; d < dk; d += W) {
+    vec kv[Keys];
+    for (int c = 0; c < Keys; ++c) kv[c] = B::load(k + c * k_stride + d);
+    for (int r = 0; r < Rows; ++r) {
+      const vec qv = B::load(q + r * ldr + d);
+      for (int c = 0; c < Keys; ++c) acc[r][c] = B::fma(kv[c], qv, acc[r][c]);
+    }
+  }
+  for (int r = 0; r < Rows; ++r)
+    for (int c = 0; c < Keys; ++c) st[c * lds + r] = B::reduce_add(acc[r][c]);
+}
+
 // Calls f(std::integral_constant<int, n>) for the runtime n in [1, Max]:
 // the tail of a blocked loop runs a smaller instantiation of the same kernel.
 template <int Max, class F>
@@ -76,23 +100,53 @@ inline void with_block_size(int n, F&& f) {
 }
 
 // S^T tile: st (keys, ldq) = K tile (keys, dk) . Q^T (dk, ldq).
-// ldq is a multiple of score_query_vecs * W (the packed query tile).
+// ldq is a multiple of W (the packed query tile); a tile narrower than the
+// blocking (decode: one GQA group) runs a narrower instantiation.
 template <class B>
 inline void score_tile(const float* k, index_t k_stride, index_t keys, index_t dk,
                        const float* qt, index_t ldq, float* st) {
   constexpr int R = B::score_keys;
-  constexpr index_t QW = B::score_query_vecs * static_cast<index_t>(B::width);
-  for (index_t c = 0; c < ldq; c += QW) {
+  constexpr index_t W = static_cast<index_t>(B::width);
+  auto column_block = [&](index_t c, auto vecs) {
+    constexpr int QV = decltype(vecs)::value;
     index_t j = 0;
     for (; j + R <= keys; j += R)
-      score_block<B, R, B::score_query_vecs>(k + j * k_stride, k_stride, dk, qt + c, ldq,
-                                             st + j * ldq + c, ldq);
+      score_block<B, R, QV>(k + j * k_stride, k_stride, dk, qt + c, ldq, st + j * ldq + c, ldq);
     if (j < keys)
       with_block_size<R>(static_cast<int>(keys - j), [&](auto n) {
-        score_block<B, decltype(n)::value, B::score_query_vecs>(
-            k + j * k_stride, k_stride, dk, qt + c, ldq, st + j * ldq + c, ldq);
+        score_block<B, decltype(n)::value, QV>(k + j * k_stride, k_stride, dk, qt + c, ldq,
+                                               st + j * ldq + c, ldq);
       });
-  }
+  };
+  constexpr index_t QW = B::score_query_vecs * W;
+  index_t c = 0;
+  for (; c + QW <= ldq; c += QW) column_block(c, std::integral_constant<int, B::score_query_vecs>{});
+  if (c < ldq)
+    with_block_size<B::score_query_vecs>(static_cast<int>((ldq - c) / W),
+                                         [&](auto vecs) { column_block(c, vecs); });
+}
+
+// S^T tile of a decode-shaped tile: st (keys, lds) = K (keys, dk) . Q^T with
+// Q packed by rows (rows, dk); dk is a multiple of W.
+template <class B>
+inline void score_dot_tile(const float* k, index_t k_stride, index_t keys, index_t dk,
+                           const float* q, index_t rows, float* st, index_t lds) {
+  constexpr int R = B::dot_rows;
+  constexpr int C = B::dot_keys;
+  auto row_block = [&](index_t r, auto rows_n) {
+    constexpr int Rn = decltype(rows_n)::value;
+    index_t j = 0;
+    for (; j + C <= keys; j += C)
+      score_dot_block<B, Rn, C>(k + j * k_stride, k_stride, dk, q + r * dk, dk, st + j * lds + r, lds);
+    if (j < keys)
+      with_block_size<C>(static_cast<int>(keys - j), [&](auto n) {
+        score_dot_block<B, Rn, decltype(n)::value>(k + j * k_stride, k_stride, dk, q + r * dk, dk,
+                                                   st + j * lds + r, lds);
+      });
+  };
+  index_t r = 0;
+  for (; r + R <= rows; r += R) row_block(r, std::integral_constant<int, R>{});
+  if (r < rows) with_block_size<R>(static_cast<int>(rows - r), [&](auto n) { row_block(r, n); });
 }
 
 // O (rows, ldo) += P (rows, keys) . V (keys, dv) with P read from S^T.

@@ -1,0 +1,118 @@
+// SPDX-FileCopyrightText: 2026 The attn authors
+// SPDX-License-Identifier: Apache-2.0
+//
+// Dense softmax attention: prefill and decode, beside the naive Eigen
+// attention and an Eigen GEMM of the same FLOP count (the roofline), so that
+// every ratio reads off one run.
+#include <cmath>
+
+#include <Eigen/Core>
+#include <benchmark/benchmark.h>
+
+#include "attn/attn.hpp"
+#include "baselines/naive_eigen.hpp"
+#include "bench_util.hpp"
+
+namespace {
+
+using attn::bench::problem;
+
+constexpr attn::index_t prefill_heads = 8;
+constexpr attn::index_t decode_q_heads = 32;
+constexpr attn::index_t decode_kv_heads = 8;
+constexpr attn::index_t decode_dim = 128;
+
+// Args: N, d, causal, threads.
+void prefill_attn(benchmark::State& state) {
+  const auto n = state.range(0), d = state.range(1);
+  const bool causal = state.range(2) != 0;
+  const int threads = static_cast<int>(state.range(3));
+  problem p(1, n, n, prefill_heads, prefill_heads, d, d);
+  attn::softmax_options opt;
+  opt.causal = causal;
+  for (auto _ : state) {
+    attn::attention(p.qv(), p.kv(), p.vv(), p.outv(), p.lsev(), opt, attn::openmp{threads});
+    benchmark::DoNotOptimize(p.out.data());
+  }
+  attn::bench::set_flops(state, p.flops(causal));
+}
+
+void prefill_naive_eigen(benchmark::State& state) {
+  const auto n = state.range(0), d = state.range(1);
+  const bool causal = state.range(2) != 0;
+  Eigen::setNbThreads(static_cast<int>(state.range(3)));
+  problem p(1, n, n, prefill_heads, prefill_heads, d, d);
+  attn::bench::row_matrix scores;
+  for (auto _ : state) {
+    attn::bench::naive_eigen_attention(p.qv(), p.kv(), p.vv(), p.outv(), causal, scores);
+    benchmark::DoNotOptimize(p.out.data());
+  }
+  attn::bench::set_flops(state, p.flops(causal));
+}
+
+// A square Eigen GEMM doing as many FLOPs as the attention problem.
+void prefill_eigen_gemm(benchmark::State& state) {
+  const auto n = state.range(0), d = state.range(1);
+  const bool causal = state.range(2) != 0;
+  Eigen::setNbThreads(static_cast<int>(state.range(3)));
+  const double flops = attn::bench::attention_flops(1, n, n, prefill_heads, d, d, causal);
+  const auto m = static_cast<Eigen::Index>(std::lround(std::cbrt(flops / 2.0)));
+  const Eigen::MatrixXf a = Eigen::MatrixXf::Random(m, m), b = Eigen::MatrixXf::Random(m, m);
+  Eigen::MatrixXf c(m, m);
+  for (auto _ : state) {
+    c.noalias() = a * b;
+    benchmark::DoNotOptimize(c.data());
+  }
+  attn::bench::set_flops(state, 2.0 * double(m) * double(m) * double(m));
+}
+
+void prefill_args(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"N", "d", "causal", "threads"});
+  for (int threads : {1, 2})
+    for (int n : {1024, 4096})
+      for (int d : {64, 128})
+        for (int causal : {0, 1}) b->Args({n, d, causal, threads});
+  b->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+
+BENCHMARK(prefill_attn)->Apply(prefill_args);
+BENCHMARK(prefill_naive_eigen)->Apply(prefill_args);
+BENCHMARK(prefill_eigen_gemm)->Apply(prefill_args);
+
+// Decode: Nq = 1, Hq = 32, Hkv = 8, d = 128. Args: Nkv, threads.
+void decode_attn(benchmark::State& state) {
+  const auto nkv = state.range(0);
+  const int threads = static_cast<int>(state.range(1));
+  problem p(1, 1, nkv, decode_q_heads, decode_kv_heads, decode_dim, decode_dim);
+  for (auto _ : state) {
+    attn::attention(p.qv(), p.kv(), p.vv(), p.outv(), p.lsev(), {}, attn::openmp{threads});
+    benchmark::DoNotOptimize(p.out.data());
+  }
+  attn::bench::set_flops(state, p.flops(false));
+  attn::bench::set_bytes(state, p.kv_bytes());
+}
+
+void decode_naive_eigen(benchmark::State& state) {
+  const auto nkv = state.range(0);
+  Eigen::setNbThreads(static_cast<int>(state.range(1)));
+  problem p(1, 1, nkv, decode_q_heads, decode_kv_heads, decode_dim, decode_dim);
+  attn::bench::row_matrix scores;
+  for (auto _ : state) {
+    attn::bench::naive_eigen_attention(p.qv(), p.kv(), p.vv(), p.outv(), false, scores);
+    benchmark::DoNotOptimize(p.out.data());
+  }
+  attn::bench::set_flops(state, p.flops(false));
+  attn::bench::set_bytes(state, p.kv_bytes());
+}
+
+void decode_args(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"Nkv", "threads"});
+  for (int threads : {1, 2})
+    for (int nkv : {4096, 32768}) b->Args({nkv, threads});
+  b->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+
+BENCHMARK(decode_attn)->Apply(decode_args);
+BENCHMARK(decode_naive_eigen)->Apply(decode_args);
+
+}  // namespace

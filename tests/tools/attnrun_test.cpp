@@ -1,0 +1,814 @@
+// SPDX-FileCopyrightText: 2026 The attn authors
+// SPDX-License-Identifier: Apache-2.0
+
+// Tests of bench/npy.hpp (the .npy reader and writer) and of the attnrun
+// command line (DESIGN.md §4): correct results against an fp64 reference,
+// the --repeat JSON line, and for every kind of bad input a non-zero exit,
+// one line on stderr naming the problem, and no output file.
+
+#ifndef ATTNRUN_PATH
+#error "ATTNRUN_PATH must be defined as the path of the built attnrun binary"
+#endif
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <bit>
+#include <cctype>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <limits>
+#include <random>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#if !defined(_WIN32)
+#include <sys/wait.h>
+#endif
+
+#include "npy.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+namespace npy = attn::npy;
+
+// ---------------------------------------------------------------------------
+// Helpers: files, hand-written .npy bytes, running attnrun.
+
+std::string to_lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
+bool contains_nocase(const std::string& haystack, const std::string& needle) {
+  return to_lower(haystack).find(to_lower(needle)) != std::string::npos;
+}
+
+std::string read_bytes(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+void write_bytes(const fs::path& p, std::string_view bytes) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  ASSERT_TRUE(out.good()) << "cannot write " << p;
+}
+
+// Little-endian bytes of integer or float values, independent of the host.
+template <class T>
+std::string le_bytes(const std::vector<T>& values) {
+  std::string out;
+  for (const T& v : values) {
+    using bits_t =
+        std::conditional_t<sizeof(T) == 1, std::uint8_t,
+                           std::conditional_t<sizeof(T) == 2, std::uint16_t, std::uint32_t>>;
+    const auto bits = std::bit_cast<bits_t>(v);
+    for (std::size_t i = 0; i < sizeof(T); ++i) out += static_cast<char>((bits >> (8 * i)) & 0xff);
+  }
+  return out;
+}
+
+// A .npy file whose header dict is given verbatim (padded NumPy-style).
+std::string npy_bytes(std::string_view dict, std::string_view data, int major = 1) {
+  const std::size_t preamble = major == 1 ? 10 : 12;
+  std::string header(dict);
+  while ((preamble + header.size() + 1) % 64 != 0) header += ' ';
+  header += '\n';
+  std::string out = "\x93NUMPY";
+  out += static_cast<char>(major);
+  out += '\0';
+  for (std::size_t i = 0; i < preamble - 8; ++i)
+    out += static_cast<char>((header.size() >> (8 * i)) & 0xff);
+  return out + header + std::string(data);
+}
+
+std::string f4_dict(std::string_view shape, std::string_view descr = "<f4",
+                    std::string_view fortran = "False") {
+  return "{'descr': '" + std::string(descr) + "', 'fortran_order': " + std::string(fortran) +
+         ", 'shape': " + std::string(shape) + ", }";
+}
+
+// Runs `f` and returns the message of the E it throws (a test failure if none).
+template <class E, class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "threw an exception of the wrong type: " << e.what();
+    return {};
+  }
+  ADD_FAILURE() << "did not throw";
+  return {};
+}
+
+// A fresh directory per test, removed afterwards.
+class temp_dir_test : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    std::random_device entropy;
+    dir_ = fs::temp_directory_path() / ("attn_" + std::string(info->test_suite_name()) + "_" +
+                                        info->name() + "_" + std::to_string(entropy()));
+    fs::create_directories(dir_);
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  fs::path path(std::string_view name) const { return dir_ / name; }
+  std::vector<std::string> entries() const {
+    std::vector<std::string> names;
+    for (const auto& e : fs::directory_iterator(dir_))
+      names.push_back(e.path().filename().string());
+    std::sort(names.begin(), names.end());
+    return names;
+  }
+
+  fs::path dir_;
+};
+
+// ---------------------------------------------------------------------------
+// npy reader and writer.
+
+using NpyTest = temp_dir_test;
+
+static_assert(npy::half_to_float(0x3c00) == 1.0f);
+static_assert(npy::half_to_float(0xc100) == -2.5f);
+static_assert(npy::half_to_float(0x7bff) == 65504.0f);
+static_assert(npy::half_to_float(0x0001) == 0x1p-24f);
+static_assert(npy::half_to_float(0x03ff) == 1023 * 0x1p-24f);
+static_assert(npy::half_to_float(0x0400) == 0x1p-14f);
+
+TEST_F(NpyTest, RoundTripsFloat32AcrossShapes) {
+  const std::vector<std::vector<std::int64_t>> shapes = {
+      {2, 3, 4}, {5}, {}, {0, 3}, {1, 1, 1, 1, 1, 1, 1, 2}, {3, 0}};
+  for (const auto& shape : shapes) {
+    std::int64_t n = 1;
+    for (auto e : shape) n *= e;
+    std::vector<float> values(static_cast<std::size_t>(n));
+    for (std::size_t i = 0; i < values.size(); ++i)
+      values[i] = 0.25f * static_cast<float>(i) - 1.0f;
+    const fs::path p = path("a.npy");
+    npy::write_f32(p, shape, values);
+    const npy::array a = npy::read(p);
+    EXPECT_EQ(a.shape, shape) << npy::shape_string(shape);
+    EXPECT_EQ(a.stored, npy::dtype::f32);
+    ASSERT_TRUE(a.is_float());
+    EXPECT_EQ(a.floats(), values);
+    EXPECT_EQ(a.size(), n);
+  }
+  EXPECT_EQ(entries(), std::vector<std::string>{"a.npy"}) << "a temporary file was left behind";
+}
+
+TEST_F(NpyTest, WritesAlignedVersion1Header) {
+  const std::vector<float> values = {
+      1.0f, -0.0f, std::numeric_limits<float>::infinity(), std::numeric_limits<float>::denorm_min(),
+      3.5f, -7.0f};
+  npy::write_f32(path("a.npy"), std::vector<std::int64_t>{2, 3}, values);
+  const std::string bytes = read_bytes(path("a.npy"));
+  ASSERT_GE(bytes.size(), 10u);
+  EXPECT_EQ(bytes.substr(0, 6), "\x93NUMPY");
+  EXPECT_EQ(bytes[6], '\x01');
+  EXPECT_EQ(bytes[7], '\x00');
+  const std::size_t header_len =
+      static_cast<unsigned char>(bytes[8]) |
+      (static_cast<std::size_t>(static_cast<unsigned char>(bytes[9])) << 8);
+  const std::size_t offset = 10 + header_len;
+  EXPECT_EQ(offset % 64, 0u);
+  EXPECT_EQ(bytes.size(), offset + 4 * values.size());
+  EXPECT_EQ(bytes[offset - 1], '\n');
+  // Byte for byte what numpy.save writes.
+  const std::string dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }";
+  EXPECT_EQ(bytes.substr(10, offset - 10),
+            dict + std::string(offset - 11 - dict.size(), ' ') + "\n");
+  EXPECT_EQ(bytes.substr(offset), le_bytes(values));
+
+  // NaN survives bit-exactly.
+  const float nan = std::bit_cast<float>(0x7fc01234u);
+  npy::write_f32(path("nan.npy"), std::vector<std::int64_t>{1}, std::vector<float>{nan});
+  EXPECT_EQ(std::bit_cast<std::uint32_t>(npy::read(path("nan.npy")).floats()[0]), 0x7fc01234u);
+}
+
+TEST_F(NpyTest, HeaderShapesAsPythonTuples) {
+  EXPECT_NE(npy::f32_header(std::vector<std::int64_t>{}).find("'shape': (), }"), std::string::npos);
+  EXPECT_NE(npy::f32_header(std::vector<std::int64_t>{5}).find("'shape': (5,), }"),
+            std::string::npos);
+  EXPECT_EQ(npy::f32_header(std::vector<std::int64_t>{5}).size() % 64, 0u);
+}
+
+TEST_F(NpyTest, OverwritesAnExistingFile) {
+  write_bytes(path("a.npy"), "old contents");
+  npy::write_f32(path("a.npy"), std::vector<std::int64_t>{2}, std::vector<float>{1.0f, 2.0f});
+  EXPECT_EQ(npy::read(path("a.npy")).floats(), (std::vector<float>{1.0f, 2.0f}));
+  EXPECT_EQ(entries(), std::vector<std::string>{"a.npy"});
+}
+
+TEST_F(NpyTest, StagedFileAppearsOnlyOnCommit) {
+  const std::vector<std::int64_t> shape{3};
+  const std::vector<float> values{1, 2, 3};
+  {
+    npy::staged_file staged(path("a.npy"), shape, values);
+    EXPECT_FALSE(fs::exists(path("a.npy")));
+  }
+  EXPECT_TRUE(entries().empty()) << "an uncommitted staged file must leave nothing behind";
+  {
+    npy::staged_file staged(path("a.npy"), shape, values);
+    staged.commit();
+  }
+  EXPECT_EQ(npy::read(path("a.npy")).floats(), values);
+  EXPECT_EQ(entries(), std::vector<std::string>{"a.npy"});
+}
+
+TEST_F(NpyTest, WriteFailuresLeaveNoFile) {
+  const std::string msg = error_of<npy::io_error>([&] {
+    npy::write_f32(path("missing_dir") / "a.npy", std::vector<std::int64_t>{1},
+                   std::vector<float>{1});
+  });
+  EXPECT_TRUE(contains_nocase(msg, "a.npy")) << msg;
+  EXPECT_TRUE(entries().empty());
+  error_of<std::invalid_argument>([&] {
+    npy::write_f32(path("a.npy"), std::vector<std::int64_t>{2, 2}, std::vector<float>{1, 2, 3});
+  });
+  EXPECT_TRUE(entries().empty());
+}
+
+TEST_F(NpyTest, ReadsFloat16AsFloat) {
+  const std::vector<std::uint16_t> halves = {0x3c00, 0xc100, 0x7bff, 0x7c00, 0x0001,
+                                             0x03ff, 0x8000, 0xfc00, 0x7e00, 0x3555};
+  write_bytes(path("h.npy"), npy_bytes(f4_dict("(2, 5)", "<f2"), le_bytes(halves)));
+  const npy::array a = npy::read(path("h.npy"));
+  EXPECT_EQ(a.stored, npy::dtype::f16);
+  EXPECT_EQ(a.shape, (std::vector<std::int64_t>{2, 5}));
+  ASSERT_TRUE(a.is_float());
+  const auto& f = a.floats();
+  ASSERT_EQ(f.size(), halves.size());
+  EXPECT_EQ(f[0], 1.0f);
+  EXPECT_EQ(f[1], -2.5f);
+  EXPECT_EQ(f[2], 65504.0f);
+  EXPECT_EQ(f[3], std::numeric_limits<float>::infinity());
+  EXPECT_EQ(f[4], std::ldexp(1.0f, -24));            // smallest subnormal half
+  EXPECT_EQ(f[5], 1023.0f * std::ldexp(1.0f, -24));  // largest subnormal half
+  EXPECT_EQ(f[6], 0.0f);
+  EXPECT_TRUE(std::signbit(f[6]));
+  EXPECT_EQ(f[7], -std::numeric_limits<float>::infinity());
+  EXPECT_TRUE(std::isnan(f[8]));
+  EXPECT_EQ(f[9], 0.333251953125f);  // 0x3555, the half nearest 1/3
+}
+
+TEST_F(NpyTest, ReadsUint8AndInt32) {
+  write_bytes(path("u.npy"), npy_bytes(f4_dict("(4,)", "|u1"),
+                                       le_bytes(std::vector<std::uint8_t>{0, 1, 200, 255})));
+  const npy::array u = npy::read(path("u.npy"));
+  EXPECT_EQ(u.stored, npy::dtype::u8);
+  EXPECT_EQ(std::get<std::vector<std::uint8_t>>(u.data),
+            (std::vector<std::uint8_t>{0, 1, 200, 255}));
+
+  const std::vector<std::int32_t> ints = {0, -1, 2147483647, -2147483647 - 1, 42, 7};
+  write_bytes(path("i.npy"), npy_bytes(f4_dict("(3, 2)", "<i4"), le_bytes(ints)));
+  const npy::array i = npy::read(path("i.npy"));
+  EXPECT_EQ(i.stored, npy::dtype::i32);
+  EXPECT_FALSE(i.is_float());
+  EXPECT_EQ(std::get<std::vector<std::int32_t>>(i.data), ints);
+}
+
+TEST_F(NpyTest, ReadsVersions2And3AndHeaderSpellings) {
+  const std::vector<float> v = {1, 2, 3, 4, 5, 6};
+  for (int major : {2, 3}) {
+    write_bytes(path("a.npy"), npy_bytes(f4_dict("(2, 3)"), le_bytes(v), major));
+    EXPECT_EQ(npy::read(path("a.npy")).floats(), v) << "version " << major;
+  }
+  // Key order, quotes, whitespace, no trailing comma, Python 2 longs, and
+  // bytes after the data are all accepted.
+  const std::vector<std::string> dicts = {
+      "{'shape': (2, 3), 'fortran_order': False, 'descr': '<f4'}",
+      "{\"descr\": \"<f4\", \"fortran_order\": False, \"shape\": (2,3)}",
+      "{ 'descr' : '<f4' ,\n 'fortran_order' : False , 'shape' : ( 2 , 3 , ) , }",
+      "{'descr': '<f4', 'fortran_order': False, 'shape': (2L, 3L), }",
+  };
+  for (const auto& d : dicts) {
+    write_bytes(path("a.npy"), npy_bytes(d, le_bytes(v) + "trailing garbage"));
+    const npy::array a = npy::read(path("a.npy"));
+    EXPECT_EQ(a.shape, (std::vector<std::int64_t>{2, 3})) << d;
+    EXPECT_EQ(a.floats(), v) << d;
+  }
+  write_bytes(path("s.npy"), npy_bytes(f4_dict("()"), le_bytes(std::vector<float>{9.5f})));
+  const npy::array scalar = npy::read(path("s.npy"));
+  EXPECT_TRUE(scalar.shape.empty());
+  EXPECT_EQ(scalar.floats(), std::vector<float>{9.5f});
+}
+
+// Every malformation: a format_error (or io_error) naming the file and the problem.
+TEST_F(NpyTest, RejectsMalformedFiles) {
+  const std::string four_floats = le_bytes(std::vector<float>{1, 2, 3, 4});
+  struct bad_case {
+    const char* what;
+    std::string bytes;
+    const char* word;
+  };
+  std::string header_past_end = npy_bytes(f4_dict("(4,)"), four_floats);
+  header_past_end[8] = '\xff';
+  header_past_end[9] = '\x7f';
+  std::string version4 = npy_bytes(f4_dict("(4,)"), four_floats);
+  version4[6] = '\x04';
+  std::string version1_1 = npy_bytes(f4_dict("(4,)"), four_floats);
+  version1_1[7] = '\x01';
+  const std::vector<bad_case> cases = {
+      {"bad magic", "PK\x03\x04 this is a zip file" + four_floats, "magic"},
+      {"empty file", "", "magic"},
+      {"magic only", "\x93NUMPY", "truncated"},
+      {"unsupported version", version4, "version 4.0"},
+      {"unsupported minor version", version1_1, "version 1.1"},
+      {"header length beyond file", header_past_end, "header length"},
+      {"header not a dict", npy_bytes("['descr', '<f4']", four_floats), "dict"},
+      {"missing shape", npy_bytes("{'descr': '<f4', 'fortran_order': False}", four_floats),
+       "'shape'"},
+      {"missing descr", npy_bytes("{'fortran_order': False, 'shape': (4,)}", four_floats),
+       "'descr'"},
+      {"unknown key",
+       npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (4,), 'x': 1}", four_floats),
+       "'x'"},
+      {"duplicate key",
+       npy_bytes("{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, "
+                 "'shape': (4,)}",
+                 four_floats),
+       "twice"},
+      {"shape not a tuple", npy_bytes(f4_dict("[4]"), four_floats), "tuple"},
+      {"shape an int in parentheses", npy_bytes(f4_dict("(4)"), four_floats), "tuple"},
+      {"shape of floats", npy_bytes(f4_dict("(4.0,)"), four_floats), "'shape'"},
+      {"unterminated header", npy_bytes("{'descr': '<f4', 'fortran_order': False", four_floats),
+       "header"},
+      {"fortran order", npy_bytes(f4_dict("(2, 2)", "<f4", "True"), four_floats), "fortran"},
+      {"float64", npy_bytes(f4_dict("(2,)", "<f8"), four_floats), "dtype '<f8'"},
+      {"object", npy_bytes(f4_dict("(2,)", "|O"), four_floats), "dtype '|O'"},
+      {"structured",
+       npy_bytes("{'descr': [('a', '<f4'), ('b', '<f4')], 'fortran_order': False, "
+                 "'shape': (2,), }",
+                 four_floats),
+       "structured"},
+      {"big-endian f4", npy_bytes(f4_dict("(4,)", ">f4"), four_floats), "big-endian"},
+      {"big-endian i4", npy_bytes(f4_dict("(4,)", ">i4"), four_floats), "big-endian"},
+      {"negative dimension", npy_bytes(f4_dict("(-3, 4)"), four_floats), "negative"},
+      {"dimension beyond int64", npy_bytes(f4_dict("(99999999999999999999,)"), four_floats),
+       "overflow"},
+      {"element count overflow", npy_bytes(f4_dict("(4611686018427387904, 4)"), four_floats),
+       "overflow"},
+      {"byte count overflow", npy_bytes(f4_dict("(2305843009213693952, 2)"), four_floats),
+       "overflow"},
+      {"truncated data", npy_bytes(f4_dict("(5,)"), four_floats), "truncated"},
+      {"truncated halves", npy_bytes(f4_dict("(5,)", "<f2"), four_floats.substr(0, 9)),
+       "truncated"},
+      {"huge shape, small file", npy_bytes(f4_dict("(1000000000000,)"), four_floats), "truncated"},
+  };
+  for (const auto& c : cases) {
+    const fs::path p = path("bad.npy");
+    write_bytes(p, c.bytes);
+    const std::string msg = error_of<npy::format_error>([&] { npy::read(p); });
+    EXPECT_TRUE(contains_nocase(msg, c.word)) << c.what << ": " << msg;
+    EXPECT_EQ(msg.rfind(p.string() + ": ", 0), 0u)
+        << c.what << ": the message must start with the path: " << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << c.what << ": " << msg;
+  }
+}
+
+TEST_F(NpyTest, MissingFileIsAnIoError) {
+  const std::string msg = error_of<npy::io_error>([&] { npy::read(path("nope.npy")); });
+  EXPECT_TRUE(contains_nocase(msg, "nope.npy")) << msg;
+  EXPECT_TRUE(contains_nocase(msg, "open")) << msg;
+}
+
+// ---------------------------------------------------------------------------
+// attnrun.
+
+struct run_result {
+  int code = -1;
+  std::string out, err;
+};
+
+std::string shell_quote(std::string_view s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+// A softmax problem in BSHD layout with deterministic random contents.
+struct problem {
+  std::int64_t b, nq, nk, hq, hkv, dk, dv;
+  std::vector<float> q, k, v;
+
+  problem(std::int64_t b_, std::int64_t nq_, std::int64_t nk_, std::int64_t hq_, std::int64_t hkv_,
+          std::int64_t dk_, std::int64_t dv_, unsigned seed = 1)
+      : b(b_),
+        nq(nq_),
+        nk(nk_),
+        hq(hq_),
+        hkv(hkv_),
+        dk(dk_),
+        dv(dv_),
+        q(static_cast<std::size_t>(b * nq * hq * dk)),
+        k(static_cast<std::size_t>(b * nk * hkv * dk)),
+        v(static_cast<std::size_t>(b * nk * hkv * dv)) {
+    std::mt19937 gen(seed);
+    std::normal_distribution<float> normal;
+    for (auto* t : {&q, &k, &v})
+      for (float& x : *t) x = normal(gen);
+  }
+  std::vector<std::int64_t> q_shape() const { return {b, nq, hq, dk}; }
+  std::vector<std::int64_t> k_shape() const { return {b, nk, hkv, dk}; }
+  std::vector<std::int64_t> v_shape() const { return {b, nk, hkv, dv}; }
+};
+
+struct reference_result {
+  std::vector<double> out;  // (B, Nq, Hq, Dv)
+  std::vector<double> lse;  // (B, Nq, Hq)
+};
+
+// fp64 softmax attention (DESIGN §1), bottom-right aligned causal mask.
+reference_result reference(const problem& p, double scale, bool causal,
+                           const std::vector<float>* sinks = nullptr) {
+  reference_result r;
+  r.out.assign(static_cast<std::size_t>(p.b * p.nq * p.hq * p.dv), 0.0);
+  r.lse.assign(static_cast<std::size_t>(p.b * p.nq * p.hq), 0.0);
+  const std::int64_t group = p.hq / p.hkv, off = p.nk - p.nq;
+  for (std::int64_t b = 0; b < p.b; ++b)
+    for (std::int64_t i = 0; i < p.nq; ++i)
+      for (std::int64_t h = 0; h < p.hq; ++h) {
+        const std::int64_t g = h / group;
+        const float* qi = &p.q[static_cast<std::size_t>(((b * p.nq + i) * p.hq + h) * p.dk)];
+        std::vector<double> s;
+        std::vector<std::int64_t> keys;
+        for (std::int64_t j = 0; j < p.nk; ++j) {
+          if (causal && j > i + off) continue;
+          const float* kj = &p.k[static_cast<std::size_t>(((b * p.nk + j) * p.hkv + g) * p.dk)];
+          double dot = 0;
+          for (std::int64_t d = 0; d < p.dk; ++d) dot += static_cast<double>(qi[d]) * kj[d];
+          s.push_back(scale * dot);
+          keys.push_back(j);
+        }
+        const std::size_t row = static_cast<std::size_t>((b * p.nq + i) * p.hq + h);
+        double m = -std::numeric_limits<double>::infinity();
+        for (double x : s) m = std::max(m, x);
+        if (sinks) m = std::max(m, static_cast<double>((*sinks)[static_cast<std::size_t>(h)]));
+        if (std::isinf(m)) {
+          r.lse[row] = -std::numeric_limits<double>::infinity();
+          continue;
+        }
+        double sum = 0;
+        for (double x : s) sum += std::exp(x - m);
+        if (sinks) sum += std::exp((*sinks)[static_cast<std::size_t>(h)] - m);
+        const double lse = m + std::log(sum);
+        r.lse[row] = lse;
+        for (std::size_t t = 0; t < keys.size(); ++t) {
+          const double w = std::exp(s[t] - lse);
+          const float* vj =
+              &p.v[static_cast<std::size_t>(((b * p.nk + keys[t]) * p.hkv + g) * p.dv)];
+          for (std::int64_t d = 0; d < p.dv; ++d)
+            r.out[row * static_cast<std::size_t>(p.dv) + static_cast<std::size_t>(d)] += w * vj[d];
+        }
+      }
+  return r;
+}
+
+double relative_frobenius(const std::vector<float>& got, const std::vector<double>& want) {
+  double err = 0, norm = 0;
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    err += (got[i] - want[i]) * (got[i] - want[i]);
+    norm += want[i] * want[i];
+  }
+  return norm == 0 ? std::sqrt(err) : std::sqrt(err / norm);
+}
+
+class AttnrunTest : public temp_dir_test {
+ protected:
+  run_result run(const std::vector<std::string>& args) const {
+    std::string cmd = shell_quote(ATTNRUN_PATH);
+    for (const auto& a : args) cmd += " " + shell_quote(a);
+    cmd += " >" + shell_quote(path("stdout.txt").string()) + " 2>" +
+           shell_quote(path("stderr.txt").string());
+    const int status = std::system(cmd.c_str());
+    run_result r;
+#if defined(_WIN32)
+    r.code = status;
+#else
+    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+#endif
+    r.out = read_bytes(path("stdout.txt"));
+    r.err = read_bytes(path("stderr.txt"));
+    fs::remove(path("stdout.txt"));
+    fs::remove(path("stderr.txt"));
+    return r;
+  }
+
+  void write_problem(const problem& p) const {
+    npy::write_f32(path("q.npy"), p.q_shape(), p.q);
+    npy::write_f32(path("k.npy"), p.k_shape(), p.k);
+    npy::write_f32(path("v.npy"), p.v_shape(), p.v);
+  }
+
+  // --variant softmax with q/k/v/out/lse in the test directory, then `extra`.
+  std::vector<std::string> softmax_args(const std::vector<std::string>& extra = {}) const {
+    std::vector<std::string> args = {"--variant", "softmax",
+                                     "--q",       path("q.npy").string(),
+                                     "--k",       path("k.npy").string(),
+                                     "--v",       path("v.npy").string(),
+                                     "--out",     path("out.npy").string(),
+                                     "--lse",     path("lse.npy").string()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+  }
+
+  // Runs attnrun and checks its out/lse against the fp64 reference.
+  void expect_matches_reference(const problem& p, const std::vector<std::string>& extra,
+                                double scale, bool causal,
+                                const std::vector<float>* sinks = nullptr) const {
+    const run_result r = run(softmax_args(extra));
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out, "") << "attnrun prints nothing on stdout without --repeat";
+    EXPECT_EQ(r.err, "");
+    const npy::array out = npy::read(path("out.npy"));
+    const npy::array lse = npy::read(path("lse.npy"));
+    EXPECT_EQ(out.shape, (std::vector<std::int64_t>{p.b, p.nq, p.hq, p.dv}));
+    EXPECT_EQ(lse.shape, (std::vector<std::int64_t>{p.b, p.nq, p.hq}));
+    const reference_result ref = reference(p, scale, causal, sinks);
+    ASSERT_EQ(out.floats().size(), ref.out.size());
+    ASSERT_EQ(lse.floats().size(), ref.lse.size());
+    EXPECT_LE(relative_frobenius(out.floats(), ref.out), 1e-5);
+    for (std::size_t i = 0; i < ref.lse.size(); ++i) {
+      const double got = lse.floats()[i], want = ref.lse[i];
+      if (std::isinf(want)) {
+        EXPECT_EQ(got, want) << "lse row " << i;
+      } else {
+        EXPECT_NEAR(got, want, 1e-5 * (1 + std::abs(want))) << "lse row " << i;
+      }
+    }
+  }
+
+  // A failed run: non-zero exit, exactly one "attnrun: ..." line on stderr
+  // containing `word`, nothing on stdout, and no output (or temporary) file.
+  void expect_failure(const std::vector<std::string>& args, const std::string& word,
+                      int code = -1) const {
+    const run_result r = run(args);
+    EXPECT_NE(r.code, 0) << "expected a failure mentioning '" << word << "'";
+    if (code >= 0) {
+      EXPECT_EQ(r.code, code) << r.err;
+    }
+    EXPECT_EQ(r.out, "");
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "not one line: " << r.err;
+    EXPECT_TRUE(r.err.ends_with('\n')) << r.err;
+    EXPECT_TRUE(r.err.starts_with("attnrun: ")) << r.err;
+    EXPECT_TRUE(contains_nocase(r.err, word)) << "expected '" << word << "' in: " << r.err;
+    EXPECT_FALSE(fs::exists(path("out.npy"))) << "a failed run wrote --out; stderr: " << r.err;
+    EXPECT_FALSE(fs::exists(path("lse.npy"))) << "a failed run wrote --lse; stderr: " << r.err;
+    for (const auto& name : entries())
+      EXPECT_FALSE(name.starts_with(".")) << "temporary file left behind: " << name;
+  }
+};
+
+constexpr int exit_failure = 1;
+constexpr int exit_usage = 2;
+
+// --- correct runs
+
+TEST_F(AttnrunTest, DenseGqaMatchesReference) {
+  const problem p(2, 5, 7, 4, 2, 8, 6);  // Dk != Dv, two query heads per kv head
+  write_problem(p);
+  expect_matches_reference(p, {}, 1 / std::sqrt(8.0), false);
+}
+
+TEST_F(AttnrunTest, CausalWithMoreKeysThanQueriesMatchesReference) {
+  const problem p(2, 5, 9, 4, 2, 8, 6, 2);  // bottom-right aligned: off = 4
+  write_problem(p);
+  expect_matches_reference(p, {"--causal"}, 1 / std::sqrt(8.0), true);
+}
+
+TEST_F(AttnrunTest, CausalWithMoreQueriesThanKeysHasEmptyRows) {
+  const problem p(1, 6, 3, 4, 2, 8, 8, 3);  // off = -3: rows 0..2 see no key
+  write_problem(p);
+  expect_matches_reference(p, {"--causal"}, 1 / std::sqrt(8.0), true);
+  const npy::array out = npy::read(path("out.npy"));
+  for (std::size_t i = 0; i < 3 * 4 * 8; ++i) EXPECT_EQ(out.floats()[i], 0.0f);
+}
+
+TEST_F(AttnrunTest, ScaleThreadsAndEqualsSyntax) {
+  const problem p(1, 33, 47, 4, 1, 16, 16, 4);  // MQA, more than one tile
+  write_problem(p);
+  expect_matches_reference(p, {"--scale=0.3", "--threads", "1", "--causal"}, 0.3, true);
+  expect_matches_reference(p, {"--scale", "-0.5", "--threads=2"}, -0.5, false);
+}
+
+TEST_F(AttnrunTest, SinksMatchReference) {
+  const problem p(1, 6, 4, 4, 2, 8, 8, 5);
+  write_problem(p);
+  const std::vector<float> sinks = {0.5f, -1.0f, 2.0f, 0.0f};
+  npy::write_f32(path("sinks.npy"), std::vector<std::int64_t>{4}, sinks);
+  expect_matches_reference(p, {"--causal", "--sinks", path("sinks.npy").string()},
+                           1 / std::sqrt(8.0), true, &sinks);
+}
+
+TEST_F(AttnrunTest, OutWithoutLseAndOverwrite) {
+  const problem p(1, 4, 4, 2, 2, 4, 4, 6);
+  write_problem(p);
+  write_bytes(path("out.npy"), "stale");
+  const run_result r =
+      run({"--variant", "softmax", "--q", path("q.npy").string(), "--k", path("k.npy").string(),
+           "--v", path("v.npy").string(), "--out", path("out.npy").string()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(npy::read(path("out.npy")).shape, (std::vector<std::int64_t>{1, 4, 2, 4}));
+  EXPECT_FALSE(fs::exists(path("lse.npy")));
+}
+
+TEST_F(AttnrunTest, RepeatPrintsOneJsonLine) {
+  const problem p(1, 16, 16, 2, 2, 8, 8, 7);
+  write_problem(p);
+  const run_result r = run(softmax_args({"--repeat", "3", "--causal"}));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  ASSERT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
+  const std::regex json(
+      R"(^\{\s*"median_s"\s*:\s*([-+0-9.eE]+)\s*,\s*"gflops"\s*:\s*([-+0-9.eE]+)\s*\}\n$)");
+  std::smatch m;
+  ASSERT_TRUE(std::regex_match(r.out, m, json)) << r.out;
+  const double median_s = std::stod(m[1].str()), gflops = std::stod(m[2].str());
+  EXPECT_GT(median_s, 0.0);
+  EXPECT_GT(gflops, 0.0);
+  EXPECT_TRUE(std::isfinite(median_s) && std::isfinite(gflops));
+  // gflops * median_s = allowed pairs x 2 x (Dk + Dv) x heads x batch (causal,
+  // Nq == Nk: 16 * 17 / 2 pairs).
+  EXPECT_NEAR(gflops * 1e9 * median_s, 136.0 * 2 * 16 * 2, 1e-3 * 136 * 2 * 16 * 2);
+  // The outputs are still written, and correct.
+  const reference_result ref = reference(p, 1 / std::sqrt(8.0), true);
+  EXPECT_LE(relative_frobenius(npy::read(path("out.npy")).floats(), ref.out), 1e-5);
+  EXPECT_TRUE(fs::exists(path("lse.npy")));
+}
+
+TEST_F(AttnrunTest, HelpPrintsUsage) {
+  const run_result r = run({"--help"});
+  EXPECT_EQ(r.code, 0);
+  EXPECT_TRUE(contains_nocase(r.out, "usage")) << r.out;
+  EXPECT_TRUE(contains_nocase(r.out, "--variant")) << r.out;
+  EXPECT_EQ(r.err, "");
+}
+
+// --- bad input files
+
+class AttnrunBadInput : public AttnrunTest {
+ protected:
+  void SetUp() override {
+    AttnrunTest::SetUp();
+    write_problem(problem(1, 4, 4, 2, 2, 8, 8));
+  }
+  std::string q_floats() const { return le_bytes(problem(1, 4, 4, 2, 2, 8, 8).q); }
+};
+
+TEST_F(AttnrunBadInput, BadMagic) {
+  write_bytes(path("q.npy"), "not a numpy file at all, just some text\n");
+  expect_failure(softmax_args(), "magic", exit_failure);
+}
+
+TEST_F(AttnrunBadInput, TruncatedData) {
+  write_bytes(path("k.npy"), npy_bytes(f4_dict("(1, 4, 2, 8)"), q_floats().substr(0, 100)));
+  expect_failure(softmax_args(), "truncated", exit_failure);
+}
+
+TEST_F(AttnrunBadInput, FortranOrder) {
+  write_bytes(path("q.npy"), npy_bytes(f4_dict("(1, 4, 2, 8)", "<f4", "True"), q_floats()));
+  expect_failure(softmax_args(), "fortran", exit_failure);
+}
+
+TEST_F(AttnrunBadInput, UnsupportedDtype) {
+  write_bytes(path("v.npy"), npy_bytes(f4_dict("(1, 4, 2, 4)", "<f8"), q_floats()));
+  expect_failure(softmax_args(), "dtype '<f8'", exit_failure);
+}
+
+TEST_F(AttnrunBadInput, ShapeProductOverflow) {
+  write_bytes(path("q.npy"), npy_bytes(f4_dict("(4611686018427387904, 4)"), q_floats()));
+  expect_failure(softmax_args(), "overflow", exit_failure);
+}
+
+TEST_F(AttnrunBadInput, BigEndian) {
+  write_bytes(path("q.npy"), npy_bytes(f4_dict("(1, 4, 2, 8)", ">f4"), q_floats()));
+  expect_failure(softmax_args(), "big-endian", exit_failure);
+}
+
+TEST_F(AttnrunBadInput, MissingFile) {
+  fs::remove(path("v.npy"));
+  expect_failure(softmax_args(), "v.npy", exit_failure);
+}
+
+TEST_F(AttnrunBadInput, IntegerAndHalfInputsAreNotFloat32) {
+  write_bytes(path("q.npy"), npy_bytes(f4_dict("(1, 4, 2, 8)", "<i4"), std::string(4 * 64, '\0')));
+  expect_failure(softmax_args(), "dtype", exit_failure);
+  write_bytes(path("q.npy"), npy_bytes(f4_dict("(1, 4, 2, 8)", "<f2"), std::string(2 * 64, '\0')));
+  expect_failure(softmax_args(), "dtype", exit_failure);
+}
+
+TEST_F(AttnrunBadInput, WrongRank) {
+  npy::write_f32(path("q.npy"), std::vector<std::int64_t>{4, 16}, std::vector<float>(64));
+  expect_failure(softmax_args(), "rank", exit_failure);
+}
+
+TEST_F(AttnrunBadInput, KeyDimensionMismatch) {
+  const problem p(1, 4, 4, 2, 2, 6, 8);
+  npy::write_f32(path("k.npy"), p.k_shape(), p.k);  // Dk = 6, q has Dk = 8
+  expect_failure(softmax_args(), "shape", exit_failure);
+}
+
+TEST_F(AttnrunBadInput, ValueLengthMismatch) {
+  const problem p(1, 4, 5, 2, 2, 8, 8);
+  npy::write_f32(path("v.npy"), p.v_shape(), p.v);  // Nk = 5, k has Nk = 4
+  expect_failure(softmax_args(), "shape", exit_failure);
+}
+
+TEST_F(AttnrunBadInput, QueryHeadsNotDivisibleByKvHeads) {
+  const problem p(1, 4, 4, 3, 2, 8, 8);  // Hq = 3, Hkv = 2
+  write_problem(p);
+  expect_failure(softmax_args(), "GQA", exit_failure);
+}
+
+TEST_F(AttnrunBadInput, SinksOfTheWrongShape) {
+  npy::write_f32(path("sinks.npy"), std::vector<std::int64_t>{3}, std::vector<float>(3));
+  expect_failure(softmax_args({"--sinks", path("sinks.npy").string()}), "--sinks", exit_failure);
+}
+
+TEST_F(AttnrunBadInput, UnwritableOutputLeavesNoOtherFile) {
+  // --out cannot be created: --lse must not appear either.
+  std::vector<std::string> args = softmax_args();
+  args[9] = path("no_such_dir/out.npy").string();
+  expect_failure(args, "out.npy", exit_failure);
+  // --lse cannot be created: the staged --out must be discarded.
+  args = softmax_args();
+  args[11] = path("no_such_dir/lse.npy").string();
+  expect_failure(args, "lse.npy", exit_failure);
+}
+
+// --- bad command lines
+
+TEST_F(AttnrunBadInput, UnknownFlag) {
+  expect_failure(softmax_args({"--frobnicate"}), "--frobnicate", exit_usage);
+  expect_failure(softmax_args({"stray"}), "stray", exit_usage);
+}
+
+TEST_F(AttnrunBadInput, BadNumbers) {
+  expect_failure(softmax_args({"--scale", "abc"}), "--scale", exit_usage);
+  expect_failure(softmax_args({"--scale", "1.5x"}), "--scale", exit_usage);
+  expect_failure(softmax_args({"--scale", "inf"}), "--scale", exit_usage);
+  expect_failure(softmax_args({"--threads", "0"}), "--threads", exit_usage);
+  expect_failure(softmax_args({"--threads", "1.5"}), "--threads", exit_usage);
+  expect_failure(softmax_args({"--threads", "99999999999999999999"}), "--threads", exit_usage);
+  expect_failure(softmax_args({"--repeat", "-1"}), "--repeat", exit_usage);
+  expect_failure(softmax_args({"--repeat", "0"}), "--repeat", exit_usage);
+}
+
+TEST_F(AttnrunBadInput, MissingValuesAndFlags) {
+  expect_failure(softmax_args({"--scale"}), "--scale", exit_usage);
+  expect_failure({"--variant", "softmax", "--q", "--k", path("k.npy").string()}, "--q", exit_usage);
+  expect_failure({"--variant", "softmax", "--q", path("q.npy").string(), "--k",
+                  path("k.npy").string(), "--out", path("out.npy").string()},
+                 "--v", exit_usage);
+  expect_failure({"--q", path("q.npy").string(), "--k", path("k.npy").string(), "--v",
+                  path("v.npy").string(), "--out", path("out.npy").string()},
+                 "--variant", exit_usage);
+  expect_failure(softmax_args({"--causal=yes"}), "--causal", exit_usage);
+  expect_failure(softmax_args({"--q", path("q.npy").string()}), "more than once", exit_usage);
+}
+
+TEST_F(AttnrunBadInput, VariantsNotImplementedYet) {
+  for (const char* variant : {"neighborhood", "block_sparse", "linear", "latent"}) {
+    std::vector<std::string> args = softmax_args();
+    args[1] = variant;
+    expect_failure(args, std::string("--variant ") + variant + " is not implemented yet",
+                   exit_usage);
+  }
+  std::vector<std::string> args = softmax_args();
+  args[1] = "flash";
+  expect_failure(args, "--variant flash", exit_usage);
+}
+
+TEST_F(AttnrunBadInput, FlagsOfLaterIssuesAreNotSupportedYet) {
+  const std::vector<std::vector<std::string>> later = {
+      {"--window", "3,0"}, {"--softcap", "30"},    {"--alibi"},       {"--bias", "b.npy"},
+      {"--doc", "d.npy"},  {"--sink-tokens", "4"}, {"--kernel", "7"}, {"--topk", "2"},
+      {"--normalize"},     {"--dv", "4"}};
+  for (const auto& flag : later)
+    expect_failure(softmax_args(flag), flag[0] + " is not supported yet", exit_usage);
+}
+
+TEST_F(AttnrunBadInput, OutAndLseNameTheSameFile) {
+  std::vector<std::string> args = softmax_args();
+  args[11] = path("out.npy").string();
+  expect_failure(args, "same file", exit_usage);
+}
+
+}  // namespace
