@@ -5,6 +5,7 @@
 // attention and an Eigen GEMM of the same FLOP count (the roofline), so that
 // every ratio reads off one run.
 #include <cmath>
+#include <string>
 
 #include <Eigen/Core>
 #include <benchmark/benchmark.h>
@@ -23,6 +24,7 @@ constexpr attn::index_t decode_kv_heads = 8;
 constexpr attn::index_t decode_dim = 128;
 
 // Args: N, d, causal, threads.
+template <class Backend>
 void prefill_attn(benchmark::State& state) {
   const auto n = state.range(0), d = state.range(1);
   const bool causal = state.range(2) != 0;
@@ -31,7 +33,8 @@ void prefill_attn(benchmark::State& state) {
   attn::softmax_options opt;
   opt.causal = causal;
   for (auto _ : state) {
-    attn::attention(p.qv(), p.kv(), p.vv(), p.outv(), p.lsev(), opt, attn::openmp{threads});
+    attn::attention<Backend>(p.qv(), p.kv(), p.vv(), p.outv(), p.lsev(), opt,
+                             attn::openmp{threads});
     benchmark::DoNotOptimize(p.out.data());
   }
   attn::bench::set_flops(state, p.flops(causal));
@@ -75,17 +78,18 @@ void prefill_args(benchmark::internal::Benchmark* b) {
   b->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 
-BENCHMARK(prefill_attn)->Apply(prefill_args);
 BENCHMARK(prefill_naive_eigen)->Apply(prefill_args);
 BENCHMARK(prefill_eigen_gemm)->Apply(prefill_args);
 
 // Decode: Nq = 1, Hq = 32, Hkv = 8, d = 128. Args: Nkv, threads.
+template <class Backend>
 void decode_attn(benchmark::State& state) {
   const auto nkv = state.range(0);
   const int threads = static_cast<int>(state.range(1));
   problem p(1, 1, nkv, decode_q_heads, decode_kv_heads, decode_dim, decode_dim);
   for (auto _ : state) {
-    attn::attention(p.qv(), p.kv(), p.vv(), p.outv(), p.lsev(), {}, attn::openmp{threads});
+    attn::attention<Backend>(p.qv(), p.kv(), p.vv(), p.outv(), p.lsev(), {},
+                             attn::openmp{threads});
     benchmark::DoNotOptimize(p.out.data());
   }
   attn::bench::set_flops(state, p.flops(false));
@@ -112,7 +116,23 @@ void decode_args(benchmark::internal::Benchmark* b) {
   b->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 
-BENCHMARK(decode_attn)->Apply(decode_args);
+// attn on every SIMD backend of this build but scalar and SSE: the native one
+// and, on an AVX-512 machine, its AVX2 code path too.
+template <class... B>
+bool register_backends(attn::backend::list<B...>) {
+  auto add = []<class Backend>(Backend*) {
+    if constexpr (Backend::width >= 8) {
+      const std::string name = Backend::name;
+      benchmark::RegisterBenchmark(("prefill_attn<" + name + ">").c_str(), prefill_attn<Backend>)
+          ->Apply(prefill_args);
+      benchmark::RegisterBenchmark(("decode_attn<" + name + ">").c_str(), decode_attn<Backend>)
+          ->Apply(decode_args);
+    }
+  };
+  (add(static_cast<B*>(nullptr)), ...);
+  return true;
+}
+const bool registered = register_backends(attn::backend::all{});
 BENCHMARK(decode_naive_eigen)->Apply(decode_args);
 
 }  // namespace

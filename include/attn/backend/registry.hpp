@@ -4,6 +4,7 @@
 
 #include <concepts>
 #include <cstddef>
+#include <type_traits>
 
 #include "attn/backend/scalar.hpp"
 #include "attn/backend/xsimd.hpp"
@@ -40,10 +41,30 @@ namespace backend {
 // -mavx2 -mfma, avx512f with -mavx512f, sse2 on plain x86-64, neon64 on Arm).
 using native = xsimd_backend<xsimd::default_arch>;
 
-// Every backend this build can run, for typed tests and benchmarks.
 template <class... B>
 struct list {};
-using all = list<scalar, native>;
+
+namespace detail {
+template <class List, bool Add, class B>
+struct append_if {
+  using type = List;
+};
+template <class... Bs, class B>
+struct append_if<list<Bs...>, true, B> {
+  using type = list<Bs..., B>;
+};
+// Adds xsimd_backend<Arch> when the compile flags enable Arch and it is not
+// already the native backend.
+template <class List, class Arch>
+using add_arch = typename append_if<
+    List, Arch::supported() && !std::is_same_v<Arch, xsimd::default_arch>, xsimd_backend<Arch>>::type;
+}  // namespace detail
+
+// Every backend this build can run, for typed tests and benchmarks: scalar,
+// the native one, and the narrower x86 ones the flags also enable (an
+// AVX-512 build also runs its AVX2 and SSE4.2 code paths).
+using all = detail::add_arch<detail::add_arch<list<scalar, native>, xsimd::fma3<xsimd::avx2>>,
+                             xsimd::sse4_2>;
 
 }  // namespace backend
 

@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+# SPDX-FileCopyrightText: 2026 The attn authors
+# SPDX-License-Identifier: Apache-2.0
+"""Turns attn_bench's JSON (--benchmark_out) into README's markdown tables.
+
+Every ratio is computed between rows of the same run: attn against the naive
+Eigen attention and against the Eigen GEMM of the same FLOP count, causal
+against non-causal, two threads against one.
+
+  attn_bench --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
+             --benchmark_out=bench.json --benchmark_out_format=json
+  python3 bench/report.py bench.json
+"""
+import json
+import re
+import sys
+
+
+def load(path):
+    with open(path) as f:
+        data = json.load(f)
+    rows = {}
+    for b in data["benchmarks"]:
+        if b.get("aggregate_name", "median") != "median":
+            continue
+        name = re.sub(r"(_median)?$", "", b["run_name"] if "run_name" in b else b["name"])
+        name = name.replace("/real_time", "")
+        rows[name] = b
+    return data.get("context", {}), rows
+
+
+def parse(name):
+    family, *args = name.split("/")
+    return family, dict(a.split(":") for a in args)
+
+
+def ms(b):
+    scale = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}[b.get("time_unit", "ns")]
+    return b["real_time"] * scale
+
+
+def main(path):
+    context, rows = load(path)
+    by_key = {}
+    for name, b in rows.items():
+        family, args = parse(name)
+        by_key[(family, tuple(sorted(args.items())))] = b
+    attn_families = sorted({f for f, _ in by_key if f.startswith("prefill_attn<")})
+    decode_families = sorted({f for f, _ in by_key if f.startswith("decode_attn<")})
+
+    print(f"Machine: {context.get('num_cpus', '?')} CPUs at {context.get('mhz_per_cpu', '?')} MHz "
+          f"(as Google Benchmark reports it); {context.get('date', '')}\n")
+    print("Prefill, B=1, H=8, fp32 (median ms, GFLOP/s on allowed pairs; ratios from the same run)\n")
+    print("| backend | N | d | causal | threads | attn ms | GFLOP/s | naive Eigen ms | × naive | "
+          "Eigen GEMM GFLOP/s | attn / GEMM | causal / dense time | 2T / 1T |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for fam in attn_families:
+        backend = fam[len("prefill_attn<"):-1]
+        for (f, key), b in sorted(by_key.items(), key=lambda kv: (
+                int(dict(kv[0][1]).get("threads", 0)), int(dict(kv[0][1]).get("N", 0)),
+                int(dict(kv[0][1]).get("d", 0)), dict(kv[0][1]).get("causal", "0"))):
+            if f != fam:
+                continue
+            a = dict(key)
+            naive = by_key.get(("prefill_naive_eigen", key))
+            gemm = by_key.get(("prefill_eigen_gemm", key))
+            dense = by_key.get((fam, tuple(sorted({**a, "causal": "0"}.items()))))
+            one = by_key.get((fam, tuple(sorted({**a, "threads": "1"}.items()))))
+            gf = b.get("GFLOP/s", 0) / 1e9 if b.get("GFLOP/s", 0) > 1e6 else b.get("GFLOP/s", 0)
+            ggf = 0
+            if gemm:
+                ggf = gemm["GFLOP/s"] / 1e9 if gemm["GFLOP/s"] > 1e6 else gemm["GFLOP/s"]
+            cols = [backend, a["N"], a["d"], a["causal"], a["threads"], f"{ms(b):.1f}", f"{gf:.1f}",
+                    f"{ms(naive):.1f}" if naive else "–",
+                    f"{ms(naive) / ms(b):.2f}" if naive else "–",
+                    f"{ggf:.1f}" if gemm else "–",
+                    f"{gf / ggf:.2f}" if gemm and ggf else "–",
+                    f"{ms(b) / ms(dense):.2f}" if dense and a["causal"] == "1" else "",
+                    f"{ms(one) / ms(b):.2f}" if one and a["threads"] == "2" else ""]
+            print("| " + " | ".join(cols) + " |")
+    print("\nDecode, Nq=1, Hq=32, Hkv=8, d=128, fp32 (median ms; K+V GB/s)\n")
+    print("| backend | Nkv | threads | attn ms | K/V GB/s | naive Eigen ms | naive GB/s | × naive |")
+    print("|---|---|---|---|---|---|---|---|")
+    for fam in decode_families:
+        backend = fam[len("decode_attn<"):-1]
+        for (f, key), b in sorted(by_key.items(), key=lambda kv: (
+                int(dict(kv[0][1]).get("threads", 0)), int(dict(kv[0][1]).get("Nkv", 0)))):
+            if f != fam:
+                continue
+            a = dict(key)
+            naive = by_key.get(("decode_naive_eigen", key))
+            gbs = lambda r: r["GB/s"] / 1e9 if r["GB/s"] > 1e6 else r["GB/s"]
+            cols = [backend, a["Nkv"], a["threads"], f"{ms(b):.2f}", f"{gbs(b):.2f}",
+                    f"{ms(naive):.2f}" if naive else "–", f"{gbs(naive):.2f}" if naive else "–",
+                    f"{ms(naive) / ms(b):.2f}" if naive else "–"]
+            print("| " + " | ".join(cols) + " |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "bench.json")
