@@ -1,0 +1,12 @@
+# SPDX-FileCopyrightText: 2026 The attn authors
+# SPDX-License-Identifier: Apache-2.0
+#
+# attn_warnings: the warning flags of attn's own tests, benchmarks and
+# examples. Internal: never linked into attn::attn, never installed, so a
+# user's build keeps its own warning policy.
+
+add_library(attn_warnings INTERFACE)
+target_compile_options(
+  attn_warnings
+  INTERFACE "$<$<CXX_COMPILER_ID:GNU,Clang,AppleClang,IntelLLVM>:-Wall;-Wextra;-Wpedantic>"
+            "$<$<CXX_COMPILER_ID:MSVC>:/W4;/permissive->")
