@@ -16,11 +16,14 @@ namespace attn {
 // (o, lse) <- (o, lse) (+) (o_b, lse_b) for one row of dv values (DESIGN §2):
 // m = max(lse, lse_b), lse' = m + log(e^(lse-m) + e^(lse_b-m)),
 // o' = e^(lse-lse') o + e^(lse_b-lse') o_b. A part with lse = -inf drops out;
-// two empty parts stay empty (o unchanged, lse = -inf). o_b may be null for
+// two empty parts give an empty row (o = 0, lse = -inf). o_b may be null for
 // an all-zero part (a sink logit is merged this way).
 inline void merge_row(float* o, float& lse, const float* o_b, float lse_b, index_t dv) {
   constexpr float neg_inf = -std::numeric_limits<float>::infinity();
-  if (lse_b == neg_inf) return;
+  if (lse_b == neg_inf) {
+    if (lse == neg_inf) std::fill_n(o, dv, 0.0f);  // both empty: an empty row
+    return;
+  }
   if (lse == neg_inf) {
     for (index_t d = 0; d < dv; ++d) o[d] = o_b ? o_b[d] : 0.0f;
     lse = lse_b;

@@ -56,6 +56,8 @@ struct strided_view {
 
   // Number of elements, or -1 when the product overflows index_t.
   constexpr index_t size() const {
+    for (index_t e : extent)
+      if (e == 0) return 0;
     index_t n = 1;
     for (index_t e : extent) {
       if (e != 0 && n > INT64_MAX / e) return -1;

@@ -1,0 +1,209 @@
+// SPDX-FileCopyrightText: 2026 The attn authors
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <cmath>
+#include <cstring>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "reference/softmax_reference.hpp"
+
+// Accuracy checks against the fp64 oracle (DESIGN §1) and the typed-test
+// plumbing every variant's tests use.
+namespace attn::ref {
+
+struct tolerance {
+  double rel_frobenius = 1e-5;
+  double max_abs_over_max_v = 1e-4;
+  double lse = 1e-5;
+};
+
+struct accuracy {
+  double rel_frobenius = 0;  // over the entries compared
+  double max_abs = 0;
+  double max_lse = 0;  // max |lse - ref| / (1 + |ref|)
+  std::int64_t rows_compared = 0;
+  std::vector<std::string> problems;  // first few contract violations
+
+  std::string summary() const {
+    std::ostringstream s;
+    s << "rel_frobenius=" << rel_frobenius << " max_abs=" << max_abs << " max_lse_rel=" << max_lse
+      << " rows=" << rows_compared;
+    for (const auto& p : problems) s << "\n  " << p;
+    return s.str();
+  }
+};
+
+namespace detail {
+
+inline bool same_bits(float a, float b) {
+  std::uint32_t x, y;
+  std::memcpy(&x, &a, sizeof x);
+  std::memcpy(&y, &b, sizeof y);
+  return x == y;
+}
+
+inline std::string where(index_t b, index_t i, index_t h) {
+  return "(b=" + std::to_string(b) + ", i=" + std::to_string(i) + ", h=" + std::to_string(h) + ")";
+}
+
+}  // namespace detail
+
+// Measures out/lse (lse may be a null view) against the oracle and collects
+// violations of the contract under `tol`.
+inline accuracy measure(view4<const float> out, view3<const float> lse, const softmax_result& ref,
+                        const tolerance& tol = {}) {
+  accuracy a;
+  auto problem = [&](std::string msg) {
+    if (a.problems.size() < 8) a.problems.push_back(std::move(msg));
+  };
+  if (out.extent != std::array<index_t, 4>{ref.batch, ref.nq, ref.hq, ref.dv}) {
+    problem("out has shape " + attn::detail::shape_string(out) + ", the reference (" +
+            std::to_string(ref.batch) + ", " + std::to_string(ref.nq) + ", " +
+            std::to_string(ref.hq) + ", " + std::to_string(ref.dv) + ")");
+    return a;
+  }
+  const double abs_limit = tol.max_abs_over_max_v * ref.max_abs_v;
+  double diff2 = 0, ref2 = 0;
+  for (index_t b = 0; b < ref.batch; ++b)
+    for (index_t i = 0; i < ref.nq; ++i)
+      for (index_t h = 0; h < ref.hq; ++h) {
+        const double rl = ref.l(b, i, h);
+        bool touched = std::isnan(rl);
+        for (index_t d = 0; d < ref.dv; ++d) touched = touched || std::isnan(ref.o(b, i, h, d));
+        const bool empty = ref.keys[ref.row_index(b, i, h)] == 0;
+        ++a.rows_compared;
+        for (index_t d = 0; d < ref.dv; ++d) {
+          const double r = ref.o(b, i, h, d);
+          const double o = out(b, i, h, d);
+          if (std::isnan(r)) {
+            if (!std::isnan(o))
+              problem("out" + detail::where(b, i, h) + "[" + std::to_string(d) +
+                      "] = " + std::to_string(o) + ", expected NaN");
+            continue;
+          }
+          if (touched && std::isnan(o)) continue;
+          if (empty && o != 0.0) {
+            problem("out" + detail::where(b, i, h) +
+                    " has no allowed key, expected exactly 0, got " + std::to_string(o));
+            continue;
+          }
+          if (!std::isfinite(o)) {
+            problem("out" + detail::where(b, i, h) + "[" + std::to_string(d) +
+                    "] = " + std::to_string(o) + ", expected finite " + std::to_string(r));
+            continue;
+          }
+          const double e = std::fabs(o - r);
+          if (!touched) {
+            diff2 += e * e;
+            ref2 += r * r;
+          }
+          a.max_abs = std::max(a.max_abs, e);
+          if (e > abs_limit)
+            problem("out" + detail::where(b, i, h) + "[" + std::to_string(d) +
+                    "] = " + std::to_string(o) + ", expected " + std::to_string(r) +
+                    " (abs error " + std::to_string(e) + " > " + std::to_string(abs_limit) + ")");
+        }
+        if (lse.empty()) continue;
+        const double l = lse(b, i, h);
+        if (std::isnan(rl)) {
+          if (!std::isnan(l))
+            problem("lse" + detail::where(b, i, h) + " = " + std::to_string(l) + ", expected NaN");
+        } else if (rl == neg_inf) {
+          if (l != neg_inf)
+            problem("lse" + detail::where(b, i, h) + " = " + std::to_string(l) + ", expected -inf");
+        } else if (!(touched && std::isnan(l))) {
+          const double e = std::fabs(l - rl) / (1.0 + std::fabs(rl));
+          if (!(e <= tol.lse))  // also catches a NaN lse
+            problem("lse" + detail::where(b, i, h) + " = " + std::to_string(l) + ", expected " +
+                    std::to_string(rl));
+          if (std::isfinite(e)) a.max_lse = std::max(a.max_lse, e);
+        }
+      }
+  a.rel_frobenius = ref2 > 0 ? std::sqrt(diff2 / ref2) : (diff2 > 0 ? INFINITY : 0.0);
+  if (!(a.rel_frobenius <= tol.rel_frobenius))
+    problem("relative Frobenius error " + std::to_string(a.rel_frobenius) + " > " +
+            std::to_string(tol.rel_frobenius));
+  return a;
+}
+
+// EXPECT_TRUE(ref::within_contract(out, lse, oracle)): DESIGN §1 accuracy.
+inline ::testing::AssertionResult within_contract(view4<const float> out, view3<const float> lse,
+                                                  const softmax_result& ref,
+                                                  const tolerance& tol = {}) {
+  const accuracy a = measure(out, lse, ref, tol);
+  if (a.problems.empty()) return ::testing::AssertionSuccess() << a.summary();
+  return ::testing::AssertionFailure() << a.summary();
+}
+
+// ---------------------------------------------------------------------------
+// Comparing two results of the library (executors, backends, repeated runs).
+
+struct difference {
+  double rel_frobenius = 0;  // ||a - b||_F / ||b||_F over finite pairs
+  double max_abs = 0;
+  std::int64_t mismatched_nan = 0;  // one NaN, the other not
+  std::int64_t different_bits = 0;  // elements whose bit patterns differ
+};
+
+template <std::size_t R>
+difference compare(strided_view<const float, R> a, strided_view<const float, R> b) {
+  difference d;
+  if (a.extent != b.extent) {
+    d.rel_frobenius = INFINITY;
+    d.different_bits = 1;
+    return d;
+  }
+  double diff2 = 0, ref2 = 0;
+  const index_t n = a.size();
+  for (index_t flat = 0; flat < n; ++flat) {
+    index_t rest = flat, oa = 0, ob = 0;
+    for (std::size_t r = R; r-- > 0;) {
+      const index_t idx = rest % a.extent[r];
+      rest /= a.extent[r];
+      oa += idx * a.stride[r];
+      ob += idx * b.stride[r];
+    }
+    const float x = a.data[oa], y = b.data[ob];
+    if (!detail::same_bits(x, y)) ++d.different_bits;
+    if (std::isnan(x) != std::isnan(y)) {
+      ++d.mismatched_nan;
+      continue;
+    }
+    if (!std::isfinite(x) || !std::isfinite(y)) {
+      if (x != y && !(std::isnan(x) && std::isnan(y))) ++d.mismatched_nan;
+      continue;
+    }
+    const double e = std::fabs(double(x) - double(y));
+    diff2 += e * e;
+    ref2 += double(y) * double(y);
+    d.max_abs = std::max(d.max_abs, e);
+  }
+  d.rel_frobenius = ref2 > 0 ? std::sqrt(diff2 / ref2) : (diff2 > 0 ? INFINITY : 0.0);
+  return d;
+}
+
+// ---------------------------------------------------------------------------
+// Typed-test plumbing: attn::backend::list<B...> -> ::testing::Types<B...>.
+
+template <class List>
+struct gtest_types;
+template <class... B>
+struct gtest_types<backend::list<B...>> {
+  using type = ::testing::Types<B...>;
+};
+using backend_types = gtest_types<backend::all>::type;
+
+// Names typed tests by the backend (e.g. ".../scalar", ".../avx512f").
+struct backend_name {
+  template <class B>
+  static std::string GetName(int) {
+    return B::name;
+  }
+};
+
+}  // namespace attn::ref
