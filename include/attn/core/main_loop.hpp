@@ -148,56 +148,140 @@ bool tile_is_finite(const float* v, index_t stride, index_t keys, index_t dv) {
   return B::reduce_add(acc) == 0.0f;
 }
 
+// Where one work item keeps its tiles, carved from the thread's scratch; all
+// of it O(tile). Per kv head: the packed queries and the row state; shared:
+// the S^T tile and K/V rows packed when their inner stride is not 1.
+template <class B>
+struct workspace {
+  static constexpr index_t W = static_cast<index_t>(B::width);
+  index_t rows;       // query rows per kv head
+  index_t ldq;        // columns of S^T: rows padded to the score kernel's width
+  index_t dk, dv, dvp;
+  index_t tile_keys;
+  bool by_rows;       // decode-shaped: dot products along Dk, Q packed by rows
+  bool pack_k, pack_v;
+  index_t per_kv;
+  float* state;       // per kv head: queries, m, l, alpha
+  float* st;          // (tile_keys, ldq) S^T, then P^T
+  float* kbuf;        // (tile_keys, Dk)  packed K rows, if needed
+  float* vbuf;        // (tile_keys, Dvp) packed V rows, if needed
+
+  static index_t padded(index_t n) { return static_cast<index_t>(scratch_carver::round_up(n)); }
+
+  workspace(const softmax_problem& p, const tile_rows& t, index_t keys_per_tile)
+      : rows(t.rows_per_kv()),
+        ldq(rows <= W ? W : round_up(rows, B::score_query_vecs * W)),
+        dk(p.dk()), dv(p.dv()), dvp(round_up(dv, W)), tile_keys(keys_per_tile),
+        by_rows(rows <= W && dk % W == 0 && W > 1),
+        pack_k(p.k.stride[3] != 1), pack_v(p.v.stride[3] != 1 || dv % W != 0),
+        per_kv(padded(dk * ldq) + 3 * padded(ldq)) {
+    scratch_carver carve(thread_scratch().floats(
+        t.kv_heads * per_kv + padded(tile_keys * ldq) + (pack_k ? padded(tile_keys * dk) : 0) +
+        (pack_v ? padded(tile_keys * dvp) : 0)));
+    state = carve.take(t.kv_heads * per_kv);
+    st = carve.take(tile_keys * ldq);
+    kbuf = pack_k ? carve.take(tile_keys * dk) : nullptr;
+    vbuf = pack_v ? carve.take(tile_keys * dvp) : nullptr;
+  }
+  float* queries(index_t kv) const { return state + kv * per_kv; }  // (Dk, ldq) or (rows, Dk)
+  float* m(index_t kv) const { return queries(kv) + padded(dk * ldq); }  // (ldq) running max
+  float* l(index_t kv) const { return m(kv) + padded(ldq); }             // (ldq) running sum
+  float* alpha(index_t kv) const { return l(kv) + padded(ldq); }         // (ldq) rescale
+};
+
+// Q^T (dk, ldq), or Q by rows (rows, dk) for decode-shaped tiles, with
+// scale * log2(e) folded in and zero padding; running max and sum reset.
+template <class B>
+void pack_queries(const softmax_problem& p, const tile_rows& t, const workspace<B>& ws) {
+  const float q_scale = p.scale * log2e;
+  const index_t row_stride = ws.by_rows ? ws.dk : 1, d_stride = ws.by_rows ? 1 : ws.ldq;
+  for (index_t kv = 0; kv < t.kv_heads; ++kv) {
+    float* q = ws.queries(kv);
+    std::fill_n(q, ws.by_rows ? ws.rows * ws.dk : ws.dk * ws.ldq, 0.0f);
+    for (index_t r = 0; r < ws.rows; ++r) {
+      const index_t tr = kv * ws.rows + r;
+      const float* src = p.q.row(t.b, t.position(tr), t.head(tr));
+      for (index_t d = 0; d < ws.dk; ++d) q[d * d_stride + r * row_stride] = q_scale * src[d * p.q.stride[3]];
+    }
+    std::fill_n(ws.m(kv), ws.ldq, lowest_score);
+    std::fill_n(ws.l(kv), ws.ldq, 0.0f);
+  }
+  if (ws.by_rows) std::fill_n(ws.st, ws.tile_keys * ws.ldq, 0.0f);  // padding columns stay 0
+}
+
+// Rows [j0, j0 + keys) of one kv head of k or v, in place when the inner
+// stride is 1, else packed (and zero-padded to `width` columns) into buf.
+struct row_panel {
+  const float* data;
+  index_t stride;
+};
+inline row_panel rows_of(const view4<const float>& x, index_t b, index_t j0, index_t keys,
+                         index_t g, bool pack, float* buf, index_t width) {
+  if (!pack) return {x.row(b, j0, g), x.stride[1]};
+  const index_t n = x.extent[3];
+  for (index_t j = 0; j < keys; ++j) {
+    for (index_t d = 0; d < n; ++d) buf[j * width + d] = x(b, j0 + j, g, d);
+    std::fill(buf + j * width + n, buf + (j + 1) * width, 0.0f);
+  }
+  return {buf, width};
+}
+
+// Removes the disallowed pairs of a partial tile (never a finite penalty).
+template <class Mask>
+void mask_tile(const Mask& mask, const tile_rows& t, index_t kv, index_t rows, index_t j0,
+               index_t keys, float* st, index_t ldq) {
+  for (index_t j = 0; j < keys; ++j)
+    for (index_t r = 0; r < rows; ++r) {
+      const index_t tr = kv * rows + r;
+      if (!mask.allowed(t.b, t.head(tr), t.position(tr), j0 + j))
+        st[j * ldq + r] = -std::numeric_limits<float>::infinity();
+    }
+}
+
+// O += P V. On a partial tile whose values hold NaN or inf, masked pairs
+// (p = 0) are skipped explicitly: 0 * NaN would leak into rows that never
+// attend to that key.
+template <class B>
+void accumulate_values(tile_kind kind, const float* pt, index_t ldp, index_t rows, row_panel v,
+                       index_t keys, index_t dvp, float* o, index_t ldo) {
+  constexpr index_t W = static_cast<index_t>(B::width);
+  if (kind == tile_kind::full || tile_is_finite<B>(v.data, v.stride, keys, dvp)) {
+    value_tile<B>(pt, ldp, rows, v.data, v.stride, keys, dvp, o, ldo);
+    return;
+  }
+  for (index_t r = 0; r < rows; ++r)
+    for (index_t j = 0; j < keys; ++j) {
+      const float pr = pt[j * ldp + r];
+      if (pr == 0.0f) continue;
+      const auto pb = B::broadcast(pr);
+      for (index_t d = 0; d < dvp; d += W)
+        B::store(o + r * ldo + d, B::fma(pb, B::load(v.data + j * v.stride + d), B::load(o + r * ldo + d)));
+    }
+}
+
+// O / l and the natural-log lse of every row of one kv head.
+template <class B>
+void finalize_rows(const float* m, const float* l, index_t rows, index_t dvp, float* o,
+                   index_t ldo, float* lse) {
+  constexpr index_t W = static_cast<index_t>(B::width);
+  for (index_t r = 0; r < rows; ++r) {
+    const row_result res = finish_row(m[r], l[r]);
+    const auto inv = B::broadcast(res.inverse_sum);
+    for (index_t d = 0; d < dvp; d += W) B::store(o + r * ldo + d, B::mul(inv, B::load(o + r * ldo + d)));
+    lse[r] = res.lse;
+  }
+}
+
 // Runs one work item over keys [key_lo, key_hi) and leaves, per row r, the
 // normalised output in o[r * ldo ...] and the natural-log lse in lse_out[r].
 template <class B, class Mask>
 void attend_tile(const softmax_problem& p, const Mask& mask, const tile_rows& t,
                  index_t tile_keys, index_t key_lo, index_t key_hi, float* o, index_t ldo,
                  float* lse_out) {
-  constexpr index_t W = static_cast<index_t>(B::width);
-  constexpr index_t QW = B::score_query_vecs * W;
-  const index_t rows = t.rows_per_kv();
-  const index_t ldq = rows <= W ? W : round_up(rows, QW);
-  const index_t dk = p.dk(), dv = p.dv(), dvp = round_up(dv, W);
-  const bool pack_k = p.k.stride[3] != 1;
-  // Decode-shaped tiles take dot products along Dk (Q packed by rows).
-  const bool by_rows = rows <= W && dk % W == 0 && W > 1;
-  const bool pack_v = p.v.stride[3] != 1 || dv % W != 0;
-  auto padded = [](index_t n) { return static_cast<index_t>(scratch_carver::round_up(n)); };
-
-  // Scratch, all O(tile): per kv head the packed queries and the row state,
-  // shared the S^T tile and the packed K/V (only for non-unit inner strides).
-  const index_t per_kv = padded(dk * ldq) + 3 * padded(ldq);
-  scratch_carver carve(thread_scratch().floats(
-      t.kv_heads * per_kv + padded(tile_keys * ldq) +
-      (pack_k ? padded(tile_keys * dk) : 0) + (pack_v ? padded(tile_keys * dvp) : 0)));
-  float* state = carve.take(t.kv_heads * per_kv);
-  float* st = carve.take(tile_keys * ldq);  // (tile_keys, ldq) S^T, then P^T
-  float* kbuf = pack_k ? carve.take(tile_keys * dk) : nullptr;   // (tile_keys, Dk)
-  float* vbuf = pack_v ? carve.take(tile_keys * dvp) : nullptr;  // (tile_keys, Dvp)
-  auto qt_of = [&](index_t kv) { return state + kv * per_kv; };  // (Dk, ldq) Q^T or (rows, Dk) Q
-  auto m_of = [&](index_t kv) { return qt_of(kv) + padded(dk * ldq); };  // (ldq) running max
-  auto l_of = [&](index_t kv) { return m_of(kv) + padded(ldq); };        // (ldq) running sum
-  auto alpha_of = [&](index_t kv) { return l_of(kv) + padded(ldq); };    // (ldq) rescale
-
-  // Pack Q^T (or Q by rows) with scale * log2(e) folded in; padding is zero.
-  const float q_scale = p.scale * log2e;
-  for (index_t kv = 0; kv < t.kv_heads; ++kv) {
-    float* qt = qt_of(kv);
-    const index_t row_stride = by_rows ? dk : 1, d_stride = by_rows ? 1 : ldq;
-    for (index_t d = 0; d < dk; ++d) {
-      for (index_t r = 0; r < rows; ++r) {
-        const index_t tr = kv * rows + r;
-        qt[d * d_stride + r * row_stride] = q_scale * p.q(t.b, t.position(tr), t.head(tr), d);
-      }
-      if (!by_rows)
-        for (index_t r = rows; r < ldq; ++r) qt[d * ldq + r] = 0.0f;
-    }
-    std::fill_n(m_of(kv), ldq, lowest_score);
-    std::fill_n(l_of(kv), ldq, 0.0f);
-  }
-  for (index_t r = 0; r < t.rows(); ++r) std::fill_n(o + r * ldo, dvp, 0.0f);
-  if (by_rows) std::fill_n(st, tile_keys * ldq, 0.0f);  // padding columns stay zero
+  const workspace<B> ws(p, t, tile_keys);
+  const index_t rows = ws.rows, ldq = ws.ldq;
+  pack_queries<B>(p, t, ws);
+  for (index_t r = 0; r < t.rows(); ++r) std::fill_n(o + r * ldo, ws.dvp, 0.0f);
 
   auto block_of = [&](index_t kv) {
     const index_t h0 = (t.g0 + kv) * t.group + t.h_offset;
@@ -214,88 +298,35 @@ void attend_tile(const softmax_problem& p, const Mask& mask, const tile_rows& t,
     const index_t next = std::min(tile + 2 * tile_keys, hi) - (tile + tile_keys);
     for (index_t kv = 0; kv < t.kv_heads; ++kv) {
       const index_t g = t.g0 + kv;
+      if (next > 0) {  // start this head's next tile on its way from memory
+        prefetch_rows(p.k.row(t.b, tile + tile_keys, g), p.k.stride[1], next, ws.dk * p.k.stride[3]);
+        prefetch_rows(p.v.row(t.b, tile + tile_keys, g), p.v.stride[1], next, ws.dv * p.v.stride[3]);
+      }
       const query_block qb = block_of(kv);
       const key_range range = mask.keys(qb);
-      const index_t j0 = std::max({tile, lo, range.begin}), j1 = std::min({tile + tile_keys, hi, range.end});
-      if (next > 0) {  // start this head's next tile on its way from memory
-        prefetch_rows(p.k.row(t.b, tile + tile_keys, g), p.k.stride[1], next, dk * p.k.stride[3]);
-        prefetch_rows(p.v.row(t.b, tile + tile_keys, g), p.v.stride[1], next, dv * p.v.stride[3]);
-      }
+      const index_t j0 = std::max({tile, lo, range.begin});
+      const index_t j1 = std::min({tile + tile_keys, hi, range.end});
       if (j1 <= j0) continue;
-      const index_t keys = j1 - j0;
       const tile_kind kind = mask.classify(qb, j0, j1);
       if (kind == tile_kind::empty) continue;
-      float* m = m_of(kv);
-      float* l = l_of(kv);
-      float* alpha = alpha_of(kv);
-      float* ok = o + kv * rows * ldo;
+      const index_t keys = j1 - j0;
+      float* ok = o + kv * rows * ldo;  // (rows, ldo) this kv head's accumulator
 
-      // S^T = K Q^T
-      const float* k = p.k.row(t.b, j0, g);
-      index_t k_stride = p.k.stride[1];
-      if (pack_k) {
-        for (index_t j = 0; j < keys; ++j)
-          for (index_t d = 0; d < dk; ++d) kbuf[j * dk + d] = p.k(t.b, j0 + j, g, d);
-        k = kbuf;
-        k_stride = dk;
-      }
-      if (by_rows) {
-        score_dot_tile<B>(k, k_stride, keys, dk, qt_of(kv), rows, st, ldq);
-      } else {
-        score_tile<B>(k, k_stride, keys, dk, qt_of(kv), ldq, st);
-      }
-
-      // Mask (partial tiles only): disallowed pairs are removed, not penalised.
-      if (kind == tile_kind::partial) {
-        for (index_t j = 0; j < keys; ++j)
-          for (index_t r = 0; r < rows; ++r) {
-            const index_t tr = kv * rows + r;
-            if (!mask.allowed(t.b, t.head(tr), t.position(tr), j0 + j))
-              st[j * ldq + r] = -std::numeric_limits<float>::infinity();
-          }
-      }
-
-      softmax_update<B>(st, keys, ldq, m, l, alpha);
-      rescale_rows<B>(ok, ldo, rows, dvp, alpha);
-
-      // O += P V
-      const float* v = p.v.row(t.b, j0, g);
-      index_t v_stride = p.v.stride[1];
-      if (pack_v) {
-        for (index_t j = 0; j < keys; ++j) {
-          for (index_t d = 0; d < dv; ++d) vbuf[j * dvp + d] = p.v(t.b, j0 + j, g, d);
-          for (index_t d = dv; d < dvp; ++d) vbuf[j * dvp + d] = 0.0f;
-        }
-        v = vbuf;
-        v_stride = dvp;
-      }
-      if (kind == tile_kind::partial && !tile_is_finite<B>(v, v_stride, keys, dvp)) {
-        // A masked pair has p = 0, and 0 * NaN would leak a non-finite value
-        // into a row that never attends to it: skip zero weights explicitly.
-        for (index_t r = 0; r < rows; ++r)
-          for (index_t j = 0; j < keys; ++j) {
-            const float pr = st[j * ldq + r];
-            if (pr == 0.0f) continue;
-            const auto pb = B::broadcast(pr);
-            for (index_t d = 0; d < dvp; d += W)
-              B::store(ok + r * ldo + d,
-                       B::fma(pb, B::load(v + j * v_stride + d), B::load(ok + r * ldo + d)));
-          }
-      } else {
-        value_tile<B>(st, ldq, rows, v, v_stride, keys, dvp, ok, ldo);
-      }
+      const row_panel k = rows_of(p.k, t.b, j0, keys, g, ws.pack_k, ws.kbuf, ws.dk);
+      if (ws.by_rows)
+        score_dot_tile<B>(k.data, k.stride, keys, ws.dk, ws.queries(kv), rows, ws.st, ldq);
+      else
+        score_tile<B>(k.data, k.stride, keys, ws.dk, ws.queries(kv), ldq, ws.st);
+      if (kind == tile_kind::partial) mask_tile(mask, t, kv, rows, j0, keys, ws.st, ldq);
+      softmax_update<B>(ws.st, keys, ldq, ws.m(kv), ws.l(kv), ws.alpha(kv));
+      rescale_rows<B>(ok, ldo, rows, ws.dvp, ws.alpha(kv));
+      const row_panel v = rows_of(p.v, t.b, j0, keys, g, ws.pack_v, ws.vbuf, ws.dvp);
+      accumulate_values<B>(kind, ws.st, ldq, rows, v, keys, ws.dvp, ok, ldo);
     }
   }
 
-  // Finalize: O / l and lse.
   for (index_t kv = 0; kv < t.kv_heads; ++kv)
-    for (index_t r = 0; r < rows; ++r) {
-      const row_result res = finish_row(m_of(kv)[r], l_of(kv)[r]);
-      float* orow = o + (kv * rows + r) * ldo;
-      const auto inv = B::broadcast(res.inverse_sum);
-      for (index_t d = 0; d < dvp; d += W) B::store(orow + d, B::mul(inv, B::load(orow + d)));
-      lse_out[kv * rows + r] = res.lse;
-    }
+    finalize_rows<B>(ws.m(kv), ws.l(kv), rows, ws.dvp, o + kv * rows * ldo, ldo, lse_out + kv * rows);
 }
 
 // Writes one finished row to out/lse, merging in the sink logit first.
