@@ -109,6 +109,26 @@ void decode_naive_eigen(benchmark::State& state) {
   attn::bench::set_bytes(state, p.kv_bytes());
 }
 
+// The read roofline of decode: one pass over the same K and V bytes, split
+// across the threads, in the same binary as the kernels.
+void decode_read_roofline(benchmark::State& state) {
+  const auto nkv = state.range(0);
+  const int threads = static_cast<int>(state.range(1));
+  problem p(1, 1, nkv, decode_q_heads, decode_kv_heads, decode_dim, decode_dim);
+  const auto n = static_cast<Eigen::Index>(p.k.size());
+  for (auto _ : state) {
+    float total = 0;
+#pragma omp parallel for num_threads(threads) reduction(+ : total)
+    for (int c = 0; c < 64; ++c) {
+      const Eigen::Index begin = n * c / 64, end = n * (c + 1) / 64;
+      total += Eigen::Map<const Eigen::VectorXf>(p.k.data() + begin, end - begin).sum() +
+               Eigen::Map<const Eigen::VectorXf>(p.v.data() + begin, end - begin).sum();
+    }
+    benchmark::DoNotOptimize(total);
+  }
+  attn::bench::set_bytes(state, p.kv_bytes());
+}
+
 void decode_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"Nkv", "threads"});
   for (int threads : {1, 2})
@@ -134,5 +154,6 @@ bool register_backends(attn::backend::list<B...>) {
 }
 const bool registered = register_backends(attn::backend::all{});
 BENCHMARK(decode_naive_eigen)->Apply(decode_args);
+BENCHMARK(decode_read_roofline)->Apply(decode_args);
 
 }  // namespace

@@ -227,15 +227,18 @@ inline row_panel rows_of(const view4<const float>& x, index_t b, index_t j0, ind
 }
 
 // Removes the disallowed pairs of a partial tile (never a finite penalty).
+// Rows are walked as (position, head) so no row index is divided.
 template <class Mask>
-void mask_tile(const Mask& mask, const tile_rows& t, index_t kv, index_t rows, index_t j0,
-               index_t keys, float* st, index_t ldq) {
-  for (index_t j = 0; j < keys; ++j)
-    for (index_t r = 0; r < rows; ++r) {
-      const index_t tr = kv * rows + r;
-      if (!mask.allowed(t.b, t.head(tr), t.position(tr), j0 + j))
-        st[j * ldq + r] = -std::numeric_limits<float>::infinity();
-    }
+void mask_tile(const Mask& mask, const tile_rows& t, index_t kv, index_t j0, index_t keys,
+               float* st, index_t ldq) {
+  const index_t h0 = (t.g0 + kv) * t.group + t.h_offset;
+  for (index_t j = 0; j < keys; ++j) {
+    float* row = st + j * ldq;
+    for (index_t pi = 0; pi < t.positions; ++pi)
+      for (index_t hh = 0; hh < t.heads; ++hh)
+        if (!mask.allowed(t.b, h0 + hh, t.i0 + pi, j0 + j))
+          row[pi * t.heads + hh] = -std::numeric_limits<float>::infinity();
+  }
 }
 
 // O += P V. On a partial tile whose values hold NaN or inf, masked pairs
@@ -317,7 +320,7 @@ void attend_tile(const softmax_problem& p, const Mask& mask, const tile_rows& t,
         score_dot_tile<B>(k.data, k.stride, keys, ws.dk, ws.queries(kv), rows, ws.st, ldq);
       else
         score_tile<B>(k.data, k.stride, keys, ws.dk, ws.queries(kv), ldq, ws.st);
-      if (kind == tile_kind::partial) mask_tile(mask, t, kv, rows, j0, keys, ws.st, ldq);
+      if (kind == tile_kind::partial) mask_tile(mask, t, kv, j0, keys, ws.st, ldq);
       softmax_update<B>(ws.st, keys, ldq, ws.m(kv), ws.l(kv), ws.alpha(kv));
       rescale_rows<B>(ok, ldo, rows, ws.dvp, ws.alpha(kv));
       const row_panel v = rows_of(p.v, t.b, j0, keys, g, ws.pack_v, ws.vbuf, ws.dvp);
