@@ -79,8 +79,9 @@ def main(path):
                     f"{ms(one) / ms(b):.2f}" if one and a["threads"] == "2" else ""]
             print("| " + " | ".join(cols) + " |")
     print("\nDecode, Nq=1, Hq=32, Hkv=8, d=128, fp32 (median ms; K+V GB/s)\n")
-    print("| backend | Nkv | threads | attn ms | K/V GB/s | naive Eigen ms | naive GB/s | × naive |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| backend | Nkv | threads | attn ms | K/V GB/s | read roofline GB/s | attn / roofline | "
+          "naive Eigen ms | naive GB/s | × naive |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for fam in decode_families:
         backend = fam[len("decode_attn<"):-1]
         for (f, key), b in sorted(by_key.items(), key=lambda kv: (
@@ -89,8 +90,11 @@ def main(path):
                 continue
             a = dict(key)
             naive = by_key.get(("decode_naive_eigen", key))
+            roof = by_key.get(("decode_read_roofline", key))
             gbs = lambda r: r["GB/s"] / 1e9 if r["GB/s"] > 1e6 else r["GB/s"]
             cols = [backend, a["Nkv"], a["threads"], f"{ms(b):.2f}", f"{gbs(b):.2f}",
+                    f"{gbs(roof):.1f}" if roof else "–",
+                    f"{gbs(b) / gbs(roof):.2f}" if roof else "–",
                     f"{ms(naive):.2f}" if naive else "–", f"{gbs(naive):.2f}" if naive else "–",
                     f"{ms(naive) / ms(b):.2f}" if naive else "–"]
             print("| " + " | ".join(cols) + " |")

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include <xsimd/xsimd.hpp>
 
@@ -44,6 +45,21 @@ struct xsimd_blocking {
   static constexpr int dot_keys = 3;          //   + 3 key vectors + 1 query vector
   static constexpr int pv_rows = 6;
   static constexpr int pv_col_vecs = 2;
+  static constexpr int query_tile_rows = 96;
+  static constexpr int kv_tile = 128;
+};
+
+// AVX-512 has 32 vector registers: wider P.V and decode dot blocks pay
+// (decode +20% compute-bound, prefill unchanged; bench/softmax_bench.cpp).
+template <class Arch>
+  requires std::is_base_of_v<xsimd::avx512f, Arch>
+struct xsimd_blocking<Arch> {
+  static constexpr int score_keys = 6;
+  static constexpr int score_query_vecs = 2;
+  static constexpr int dot_rows = 4;          // 4 x 6 accumulators
+  static constexpr int dot_keys = 6;
+  static constexpr int pv_rows = 6;           // 6 x 4 accumulators
+  static constexpr int pv_col_vecs = 4;
   static constexpr int query_tile_rows = 96;
   static constexpr int kv_tile = 128;
 };
