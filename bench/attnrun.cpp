@@ -14,6 +14,7 @@
 // input or a failed run.
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <chrono>
 #include <cmath>
@@ -42,7 +43,7 @@ constexpr int exit_usage = 2;    // bad command line
 constexpr std::string_view usage_text =
     R"(usage: attnrun --variant softmax --q Q.npy --k K.npy --v V.npy --out O.npy
                [--lse L.npy] [--scale F] [--causal] [--sinks S.npy]
-               [--threads N] [--repeat N]
+               [--window L,R] [--sink-tokens N] [--threads N] [--repeat N]
 
 Runs attention on .npy files (float32 little-endian, C order):
   q (B, Nq, Hq, Dk), k (B, Nk, Hkv, Dk), v (B, Nk, Hkv, Dv)
@@ -57,6 +58,9 @@ Hq % Hkv == 0 (GQA/MQA); masks are bottom-right aligned when Nq != Nk.
   --scale F       score scale (default 1/sqrt(Dk))
   --causal        key j allowed iff j <= i + Nk - Nq
   --sinks F       (Hq,) float32 per-head sink logits (gpt-oss)
+  --window L,R    sliding window: key j allowed iff i+off-L <= j <= i+off+R
+                  (off = Nk - Nq; -1 = unbounded on that side)
+  --sink-tokens N with --window: keys j < N stay allowed (StreamingLLM)
   --threads N     OpenMP threads (default: all cores)
   --repeat N      time N runs after a warm-up and print one JSON line,
                   {"median_s": ..., "gflops": ...}, on stdout
@@ -97,8 +101,8 @@ const std::map<std::string, flag_info, std::less<>>& flag_table() {
       {"--sinks", with_value},
       {"--threads", with_value},
       {"--repeat", with_value},
-      {"--window", later_with_value},
-      {"--sink-tokens", later_with_value},
+      {"--window", with_value},
+      {"--sink-tokens", with_value},
       {"--softcap", later_with_value},
       {"--alibi", later_switch},
       {"--bias", later_with_value},
@@ -184,6 +188,30 @@ float parse_float(std::string_view flag, const std::string& text) {
   return x;
 }
 
+// "L,R" with each an integer >= -1 (-1: unbounded on that side).
+std::array<std::int64_t, 2> parse_window(const std::string& text) {
+  std::array<std::int64_t, 2> lr{};
+  const char* p = text.data();
+  const char* end = text.data() + text.size();
+  for (int side = 0; side < 2; ++side) {
+    const auto [next, ec] = std::from_chars(p, end, lr[side]);
+    const bool separator_ok = side == 0 ? (next != end && *next == ',') : next == end;
+    if (ec != std::errc() || !separator_ok || lr[side] < -1)
+      throw usage_error("--window expects L,R with integers >= -1 (-1: unbounded), got '" + text +
+                        "'");
+    p = next + 1;
+  }
+  return lr;
+}
+
+int parse_non_negative_int(std::string_view flag, const std::string& text) {
+  int x = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), x);
+  if (ec != std::errc() || end != text.data() + text.size() || x < 0)
+    throw usage_error(std::string(flag) + " expects an integer >= 0, got '" + text + "'");
+  return x;
+}
+
 int parse_positive_int(std::string_view flag, const std::string& text) {
   int x = 0;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), x);
@@ -266,6 +294,8 @@ int run(int argc, char** argv) {
   attn::softmax_options opt;
   if (auto s = args.get("--scale")) opt.scale = parse_float("--scale", *s);
   opt.causal = args.has("--causal");
+  if (auto w = args.get("--window")) opt.window = parse_window(*w);
+  if (auto n = args.get("--sink-tokens")) opt.sink_tokens = parse_non_negative_int("--sink-tokens", *n);
   const int threads =
       args.has("--threads") ? parse_positive_int("--threads", *args.get("--threads")) : 0;
   const int repeat =
@@ -343,7 +373,7 @@ int run(int argc, char** argv) {
     const double tick =
         std::chrono::duration<double>(std::chrono::steady_clock::duration(1)).count();
     const double t = std::max(*median_s, tick);
-    const double flops = attn::bench::attention_flops(batch, nq, nk, hq, dk, dv, opt.causal);
+    const double flops = attn::bench::attention_flops(batch, nq, nk, hq, dk, dv, opt);
     std::printf("{\"median_s\": %.9g, \"gflops\": %.9g}\n", t, flops / t * 1e-9);
     std::fflush(stdout);
   }

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "attn/core/tensor.hpp"
+#include "attn/variant/dense.hpp"
 
 // The FLOP count every benchmark and attnrun report (DESIGN §4).
 namespace attn::bench {
@@ -15,6 +16,31 @@ inline double allowed_pairs(index_t nq, index_t nk, bool causal) {
   double n = 0;
   for (index_t i = 0; i < nq; ++i) n += static_cast<double>(std::clamp<index_t>(i + nk - nq + 1, 0, nk));
   return n;
+}
+
+// Allowed pairs per head under the softmax options' causal mask, window and
+// sink tokens, counted row by row from DESIGN §2.
+inline double allowed_pairs(index_t nq, index_t nk, const softmax_options& opt) {
+  if (!opt.window) return allowed_pairs(nq, nk, opt.causal);
+  const index_t left = (*opt.window)[0];
+  index_t right = (*opt.window)[1];
+  if (opt.causal) right = right < 0 ? 0 : std::min<index_t>(right, 0);
+  double n = 0;
+  for (index_t i = 0; i < nq; ++i) {
+    const index_t pos = i + nk - nq;
+    const index_t hi = right < 0 ? nk - 1 : std::min(nk - 1, pos + right);
+    const index_t lo = left < 0 ? 0 : std::max<index_t>(0, pos - left);
+    const index_t window = std::max<index_t>(0, hi - lo + 1);
+    const index_t sinks = std::max<index_t>(0, std::min({opt.sink_tokens, lo, hi + 1}));
+    n += static_cast<double>(window + sinks);
+  }
+  return n;
+}
+
+inline double attention_flops(index_t batch, index_t nq, index_t nk, index_t hq, index_t dk,
+                              index_t dv, const softmax_options& opt) {
+  return allowed_pairs(nq, nk, opt) * 2.0 * static_cast<double>(dk + dv) *
+         static_cast<double>(hq * batch);
 }
 
 // FLOPs a kernel must do: allowed pairs x 2 x (Dk + Dv) per head.

@@ -4,6 +4,7 @@
 // Dense softmax attention: prefill and decode, beside the naive Eigen
 // attention and an Eigen GEMM of the same FLOP count (the roofline), so that
 // every ratio reads off one run.
+#include <array>
 #include <cmath>
 #include <string>
 
@@ -46,8 +47,10 @@ void prefill_naive_eigen(benchmark::State& state) {
   Eigen::setNbThreads(static_cast<int>(state.range(3)));
   problem p(1, n, n, prefill_heads, prefill_heads, d, d);
   attn::bench::row_matrix scores;
+  attn::softmax_options opt;
+  opt.causal = causal;
   for (auto _ : state) {
-    attn::bench::naive_eigen_attention(p.qv(), p.kv(), p.vv(), p.outv(), causal, scores);
+    attn::bench::naive_eigen_attention(p.qv(), p.kv(), p.vv(), p.outv(), opt, scores);
     benchmark::DoNotOptimize(p.out.data());
   }
   attn::bench::set_flops(state, p.flops(causal));
@@ -102,7 +105,7 @@ void decode_naive_eigen(benchmark::State& state) {
   problem p(1, 1, nkv, decode_q_heads, decode_kv_heads, decode_dim, decode_dim);
   attn::bench::row_matrix scores;
   for (auto _ : state) {
-    attn::bench::naive_eigen_attention(p.qv(), p.kv(), p.vv(), p.outv(), false, scores);
+    attn::bench::naive_eigen_attention(p.qv(), p.kv(), p.vv(), p.outv(), {}, scores);
     benchmark::DoNotOptimize(p.out.data());
   }
   attn::bench::set_flops(state, p.flops(false));
@@ -135,6 +138,30 @@ void decode_args(benchmark::internal::Benchmark* b) {
     for (int nkv : {4096, 32768}) b->Args({nkv, threads});
   b->Unit(benchmark::kMillisecond)->UseRealTime();
 }
+
+// Sliding window {W - 1, 0} at N = 16384, H = 8, beside dense causal (W = 0)
+// in the same run: speed of light = (t_causal / t_window) / (causal pairs /
+// window pairs). Args: N, d, W, threads.
+void window_attn(benchmark::State& state) {
+  const auto n = state.range(0), d = state.range(1), w = state.range(2);
+  const int threads = static_cast<int>(state.range(3));
+  problem p(1, n, n, prefill_heads, prefill_heads, d, d);
+  attn::softmax_options opt;
+  opt.causal = true;
+  if (w > 0) opt.window = std::array<attn::index_t, 2>{w - 1, 0};
+  for (auto _ : state) {
+    attn::attention(p.qv(), p.kv(), p.vv(), p.outv(), p.lsev(), opt, attn::openmp{threads});
+    benchmark::DoNotOptimize(p.out.data());
+  }
+  attn::bench::set_flops(state, attn::bench::attention_flops(1, n, n, prefill_heads, d, d, opt));
+  state.counters["pairs"] = attn::bench::allowed_pairs(n, n, opt);
+}
+BENCHMARK(window_attn)
+    ->ArgNames({"N", "d", "W", "threads"})
+    ->Args({16384, 128, 0, 2})
+    ->Args({16384, 128, 1024, 2})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 // attn on every SIMD backend of this build but scalar and SSE: the native one
 // and, on an AVX-512 machine, its AVX2 code path too.

@@ -8,6 +8,7 @@
 #include <Eigen/Core>
 
 #include "attn/core/tensor.hpp"
+#include "attn/variant/dense.hpp"
 
 // The baseline every benchmark is compared with: attention as three Eigen
 // operations per head (S = scale Q K^T, row softmax, O = P V), materialising
@@ -19,9 +20,18 @@ using row_matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::R
 using strided_map = Eigen::Map<const row_matrix, 0, Eigen::OuterStride<>>;
 using strided_out = Eigen::Map<row_matrix, 0, Eigen::OuterStride<>>;
 
+// DESIGN §2 for the query at key position pos: causal, window, sink tokens.
+inline bool allowed(const softmax_options& opt, index_t pos, index_t j) {
+  if (opt.causal && j > pos) return false;
+  if (!opt.window) return true;
+  const index_t left = (*opt.window)[0], right = (*opt.window)[1];
+  if (right >= 0 && j > pos + right) return false;
+  return j < opt.sink_tokens || left < 0 || j >= pos - left;
+}
+
 inline void naive_eigen_attention(view4<const float> q, view4<const float> k,
-                                  view4<const float> v, view4<float> out, bool causal,
-                                  row_matrix& scores) {
+                                  view4<const float> v, view4<float> out,
+                                  const softmax_options& opt, row_matrix& scores) {
   const index_t batch = q.extent[0], nq = q.extent[1], hq = q.extent[2], dk = q.extent[3];
   const index_t nk = k.extent[1], hkv = k.extent[2], dv = v.extent[3];
   const float scale = 1.0f / std::sqrt(static_cast<float>(dk));
@@ -35,10 +45,10 @@ inline void naive_eigen_attention(view4<const float> q, view4<const float> k,
       const strided_map vh(v.row(b, 0, g), nk, dv, Eigen::OuterStride<>(v.stride[1]));
       strided_out oh(out.row(b, 0, h), nq, dv, Eigen::OuterStride<>(out.stride[1]));
       scores.noalias() = scale * qh * kh.transpose();
-      if (causal)
+      if (opt.causal || opt.window)
         for (index_t i = 0; i < nq; ++i)
-          for (index_t j = std::max<index_t>(0, i + off + 1); j < nk; ++j)
-            scores(i, j) = -std::numeric_limits<float>::infinity();
+          for (index_t j = 0; j < nk; ++j)
+            if (!allowed(opt, i + off, j)) scores(i, j) = -std::numeric_limits<float>::infinity();
       const Eigen::VectorXf row_max = scores.rowwise().maxCoeff();
       scores = (scores.colwise() - row_max).array().exp().matrix();
       const Eigen::VectorXf row_sum = scores.rowwise().sum();

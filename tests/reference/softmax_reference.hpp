@@ -41,7 +41,7 @@ struct softmax_result {
 
 // Softmax attention in fp64 over strided BSHD views (any memory order):
 // scale (default 1/sqrt(Dk)), bottom-right aligned causal mask
-// (j <= i + Nk - Nq), per-head sink logits added to the denominator as
+// (j <= i + Nk - Nq), sliding window and sink tokens (DESIGN §2), per-head sink logits added to the denominator as
 // exp(sigma_h) (not scaled), GQA (query head h reads kv head h / (Hq/Hkv)).
 // NaN inputs propagate by IEEE arithmetic to exactly the rows that touch them.
 inline softmax_result softmax_attention(view4<const float> q, view4<const float> k,
@@ -73,7 +73,18 @@ inline softmax_result softmax_attention(view4<const float> q, view4<const float>
     for (index_t i = 0; i < nq; ++i)
       for (index_t h = 0; h < hq; ++h) {
         const index_t g = h / group;
-        const index_t allowed = opt.causal ? std::clamp<index_t>(i + off + 1, 0, nk) : nk;
+        // DESIGN §2, written out from the definition.
+        auto is_allowed = [&](index_t j) {
+          const index_t pos = i + off;
+          if (opt.causal && j > pos) return false;
+          if (!opt.window) return true;
+          const index_t left = (*opt.window)[0], right = (*opt.window)[1];
+          if (right >= 0 && j > pos + right) return false;
+          if (j < opt.sink_tokens) return true;
+          return left < 0 || j >= pos - left;
+        };
+        index_t allowed = 0;
+        for (index_t j = 0; j < nk; ++j) allowed += is_allowed(j) ? 1 : 0;
         const bool sink = opt.sinks != nullptr;
         const double sigma = sink ? double(opt.sinks[h]) : neg_inf;
         const std::size_t row = r.row_index(b, i, h);
@@ -81,7 +92,8 @@ inline softmax_result softmax_attention(view4<const float> q, view4<const float>
         if (allowed == 0 && !sink) continue;  // empty row: out 0, lse -inf
 
         double m = sigma;  // fmax ignores NaN scores; they propagate through exp
-        for (index_t j = 0; j < allowed; ++j) {
+        for (index_t j = 0; j < nk; ++j) {
+          if (!is_allowed(j)) continue;
           double dot = 0;
           for (index_t d = 0; d < dk; ++d) dot += double(q(b, i, h, d)) * double(k(b, j, g, d));
           s[j] = scale * dot;
@@ -90,7 +102,8 @@ inline softmax_result softmax_attention(view4<const float> q, view4<const float>
         if (m == neg_inf) m = 0;  // every score NaN: any finite shift keeps them NaN
         double sum = sink ? std::exp(sigma - m) : 0.0;
         std::fill(acc.begin(), acc.end(), 0.0);
-        for (index_t j = 0; j < allowed; ++j) {
+        for (index_t j = 0; j < nk; ++j) {
+          if (!is_allowed(j)) continue;
           const double p = std::exp(s[j] - m);
           sum += p;
           for (index_t d = 0; d < dv; ++d) acc[d] += p * double(v(b, j, g, d));

@@ -35,6 +35,7 @@
 #endif
 
 #include "npy.hpp"
+#include "reference/softmax_reference.hpp"
 
 namespace {
 
@@ -798,8 +799,8 @@ TEST_F(AttnrunBadInput, VariantsNotImplementedYet) {
 
 TEST_F(AttnrunBadInput, FlagsOfLaterIssuesAreNotSupportedYet) {
   const std::vector<std::vector<std::string>> later = {
-      {"--window", "3,0"}, {"--softcap", "30"},    {"--alibi"},       {"--bias", "b.npy"},
-      {"--doc", "d.npy"},  {"--sink-tokens", "4"}, {"--kernel", "7"}, {"--topk", "2"},
+      {"--softcap", "30"},    {"--alibi"},       {"--bias", "b.npy"},
+      {"--doc", "d.npy"},  {"--kernel", "7"}, {"--topk", "2"},
       {"--normalize"},     {"--dv", "4"}};
   for (const auto& flag : later)
     expect_failure(softmax_args(flag), flag[0] + " is not supported yet", exit_usage);
@@ -809,6 +810,36 @@ TEST_F(AttnrunBadInput, OutAndLseNameTheSameFile) {
   std::vector<std::string> args = softmax_args();
   args[11] = path("out.npy").string();
   expect_failure(args, "same file", exit_usage);
+}
+
+}  // namespace
+
+namespace {
+
+// --window and --sink-tokens against the fp64 oracle of tests/reference.
+TEST_F(AttnrunTest, WindowAndSinkTokensMatchTheOracle) {
+  const problem p(1, 40, 50, 4, 2, 8, 8, 9);
+  write_problem(p);
+  const run_result r = run(softmax_args({"--window", "7,2", "--sink-tokens", "3"}));
+  ASSERT_EQ(r.code, 0) << r.err;
+  const npy::array out = npy::read(path("out.npy"));
+  attn::softmax_options opt;
+  opt.window = std::array<attn::index_t, 2>{7, 2};
+  opt.sink_tokens = 3;
+  const attn::ref::softmax_result want = attn::ref::softmax_attention(
+      attn::bshd<const float>(p.q.data(), p.b, p.nq, p.hq, p.dk),
+      attn::bshd<const float>(p.k.data(), p.b, p.nk, p.hkv, p.dk),
+      attn::bshd<const float>(p.v.data(), p.b, p.nk, p.hkv, p.dv), opt);
+  ASSERT_EQ(out.floats().size(), want.out.size());
+  EXPECT_LE(relative_frobenius(out.floats(), want.out), 1e-5);
+}
+
+TEST_F(AttnrunBadInput, BadWindowAndSinkTokens) {
+  expect_failure(softmax_args({"--window", "3"}), "--window", exit_usage);
+  expect_failure(softmax_args({"--window", "-2,0"}), "--window", exit_usage);
+  expect_failure(softmax_args({"--sink-tokens", "-1", "--window", "3,0"}), "--sink-tokens",
+                 exit_usage);
+  expect_failure(softmax_args({"--sink-tokens", "4"}), "sink_tokens", exit_failure);
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <concepts>
+#include <limits>
 #include <utility>
 
 #include "attn/core/tensor.hpp"
@@ -62,6 +63,41 @@ struct causal_mask {
   constexpr bool allowed(index_t, index_t, index_t i, index_t j) const { return j <= i + offset; }
 };
 
-static_assert(mask<no_mask> && mask<causal_mask>, "built-in masks must model attn::mask");
+// Sliding window (DESIGN §2): key j is allowed for query i iff
+//   i + offset - left <= j <= i + offset + right   (left/right < 0: unbounded),
+// or, with sink tokens (StreamingLLM), j < sink_tokens and j <= i + offset + right.
+// window{-1, 0} is causal; Mistral's "window W" is window{W - 1, 0}.
+struct window_mask {
+  index_t offset;           // Nk - Nq
+  index_t left, right;      // < 0: unbounded on that side
+  index_t sink_tokens = 0;  // keys [0, sink_tokens) stay visible
+
+  static constexpr index_t unbounded = std::numeric_limits<index_t>::max() / 4;
+  constexpr index_t lo(index_t i) const { return left < 0 ? -unbounded : i + offset - left; }
+  constexpr index_t hi(index_t i) const { return right < 0 ? unbounded : i + offset + right; }
+
+  key_range keys(const query_block& qb) const {
+    const index_t last = std::min(hi(qb.i_end - 1), qb.nk - 1);  // furthest key any row sees
+    const index_t first = sink_tokens > 0 ? 0 : std::max<index_t>(lo(qb.i_begin), 0);
+    return {std::min(first, last + 1), std::max<index_t>(last + 1, 0)};
+  }
+  tile_kind classify(const query_block& qb, index_t j0, index_t j1) const {
+    const index_t first_row = qb.i_begin, last_row = qb.i_end - 1;
+    // Full when every row allows every key of the tile through the window or
+    // through the sink tokens.
+    const bool window_full = j0 >= lo(last_row) && j1 - 1 <= hi(first_row);
+    const bool sinks_full = j1 <= sink_tokens && j1 - 1 <= hi(first_row);
+    if (window_full || sinks_full) return tile_kind::full;
+    const bool window_empty = j1 - 1 < lo(first_row) || j0 > hi(last_row);
+    const bool sinks_empty = j0 >= sink_tokens || j0 > hi(last_row);
+    return window_empty && sinks_empty ? tile_kind::empty : tile_kind::partial;
+  }
+  constexpr bool allowed(index_t, index_t, index_t i, index_t j) const {
+    return j <= hi(i) && (j >= lo(i) || j < sink_tokens);
+  }
+};
+
+static_assert(mask<no_mask> && mask<causal_mask> && mask<window_mask>,
+              "built-in masks must model attn::mask");
 
 }  // namespace attn

@@ -2,6 +2,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 
+#include <array>
 #include <cmath>
 #include <optional>
 #include <string>
@@ -21,6 +22,10 @@ struct softmax_options {
   std::optional<float> scale;    // default 1 / sqrt(Dk)
   bool causal = false;           // key j allowed iff j <= i + (Nk - Nq)
   const float* sinks = nullptr;  // (Hq) per-head sink logits (gpt-oss), or null
+  // Sliding window {left, right} (-1: unbounded), bottom-right aligned like
+  // causal; with causal, right is at most 0. window{-1, 0} is causal.
+  std::optional<std::array<index_t, 2>> window;
+  index_t sink_tokens = 0;       // StreamingLLM: keys j < n stay visible (needs a window)
 };
 
 namespace detail {
@@ -54,6 +59,14 @@ inline softmax_problem make_softmax_problem(view4<const float> q, view4<const fl
     require_disjoint(lse, "lse", k, "k");
     require_disjoint(lse, "lse", v, "v");
   }
+  if (opt.window) {
+    const auto [left, right] = *opt.window;
+    require(left >= -1 && right >= -1, "window", "{left, right} with each >= -1 (-1: unbounded)",
+            "{" + std::to_string(left) + ", " + std::to_string(right) + "}");
+  }
+  require(opt.sink_tokens >= 0, "sink_tokens", "a count >= 0", opt.sink_tokens);
+  require(opt.sink_tokens == 0 || opt.window.has_value(), "sink_tokens",
+          "a window to extend (sink tokens are kept beside a sliding window)", "no window");
   const float scale = opt.scale.value_or(1.0f / std::sqrt(static_cast<float>(dk)));
   require(std::isfinite(scale), "scale", "a finite value", scale);
   return {q, k, v, out, lse, scale, opt.sinks};
@@ -73,7 +86,12 @@ void attention(view4<const float> q, view4<const float> k, view4<const float> v,
                view3<float> lse = {}, const softmax_options& opt = {}, const Exec& exec = {}) {
   const detail::softmax_problem p = detail::make_softmax_problem(q, k, v, out, lse, opt);
   // The one place where runtime options become mask types.
-  if (opt.causal)
+  if (opt.window) {
+    auto [left, right] = *opt.window;
+    if (opt.causal) right = right < 0 ? 0 : std::min<index_t>(right, 0);
+    detail::run_softmax<Backend>(p, window_mask{p.nk() - p.nq(), left, right, opt.sink_tokens},
+                                 exec);
+  } else if (opt.causal)
     detail::run_softmax<Backend>(p, causal_mask{p.nk() - p.nq()}, exec);
   else
     detail::run_softmax<Backend>(p, no_mask{}, exec);
