@@ -22,16 +22,12 @@ inline double allowed_pairs(index_t nq, index_t nk, bool causal) {
 // sink tokens, counted row by row from DESIGN §2.
 inline double allowed_pairs(index_t nq, index_t nk, const softmax_options& opt) {
   if (!opt.window) return allowed_pairs(nq, nk, opt.causal);
-  const index_t left = (*opt.window)[0];
-  index_t right = (*opt.window)[1];
-  if (opt.causal) right = right < 0 ? 0 : std::min<index_t>(right, 0);
+  const window_mask mask = window_mask_of(opt, nk - nq);
   double n = 0;
   for (index_t i = 0; i < nq; ++i) {
-    const index_t pos = i + nk - nq;
-    const index_t hi = right < 0 ? nk - 1 : std::min(nk - 1, pos + right);
-    const index_t lo = left < 0 ? 0 : std::max<index_t>(0, pos - left);
+    const index_t hi = std::min(nk - 1, mask.hi(i)), lo = std::max<index_t>(0, mask.lo(i));
     const index_t window = std::max<index_t>(0, hi - lo + 1);
-    const index_t sinks = std::max<index_t>(0, std::min({opt.sink_tokens, lo, hi + 1}));
+    const index_t sinks = std::max<index_t>(0, std::min({mask.sink_tokens, lo, hi + 1}));
     n += static_cast<double>(window + sinks);
   }
   return n;

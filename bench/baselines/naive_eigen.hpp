@@ -20,15 +20,6 @@ using row_matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::R
 using strided_map = Eigen::Map<const row_matrix, 0, Eigen::OuterStride<>>;
 using strided_out = Eigen::Map<row_matrix, 0, Eigen::OuterStride<>>;
 
-// DESIGN §2 for the query at key position pos: causal, window, sink tokens.
-inline bool allowed(const softmax_options& opt, index_t pos, index_t j) {
-  if (opt.causal && j > pos) return false;
-  if (!opt.window) return true;
-  const index_t left = (*opt.window)[0], right = (*opt.window)[1];
-  if (right >= 0 && j > pos + right) return false;
-  return j < opt.sink_tokens || left < 0 || j >= pos - left;
-}
-
 inline void naive_eigen_attention(view4<const float> q, view4<const float> k,
                                   view4<const float> v, view4<float> out,
                                   const softmax_options& opt, row_matrix& scores) {
@@ -36,6 +27,7 @@ inline void naive_eigen_attention(view4<const float> q, view4<const float> k,
   const index_t nk = k.extent[1], hkv = k.extent[2], dv = v.extent[3];
   const float scale = 1.0f / std::sqrt(static_cast<float>(dk));
   const index_t off = nk - nq;
+  const window_mask mask = window_mask_of(opt, off);
   scores.resize(nq, nk);
   for (index_t b = 0; b < batch; ++b)
     for (index_t h = 0; h < hq; ++h) {
@@ -48,7 +40,7 @@ inline void naive_eigen_attention(view4<const float> q, view4<const float> k,
       if (opt.causal || opt.window)
         for (index_t i = 0; i < nq; ++i)
           for (index_t j = 0; j < nk; ++j)
-            if (!allowed(opt, i + off, j)) scores(i, j) = -std::numeric_limits<float>::infinity();
+            if (!mask.allowed(b, h, i, j)) scores(i, j) = -std::numeric_limits<float>::infinity();
       const Eigen::VectorXf row_max = scores.rowwise().maxCoeff();
       scores = (scores.colwise() - row_max).array().exp().matrix();
       const Eigen::VectorXf row_sum = scores.rowwise().sum();

@@ -28,6 +28,13 @@ struct softmax_options {
   index_t sink_tokens = 0;       // StreamingLLM: keys j < n stay visible (needs a window)
 };
 
+// The window mask the options describe (causal folded in: right <= 0).
+inline window_mask window_mask_of(const softmax_options& opt, index_t offset) {
+  auto [left, right] = opt.window.value_or(std::array<index_t, 2>{-1, -1});
+  if (opt.causal) right = right < 0 ? 0 : std::min<index_t>(right, 0);
+  return {offset, left, right, opt.sink_tokens};
+}
+
 namespace detail {
 
 // Checks every argument and builds the problem; throws attn::error.
@@ -86,12 +93,9 @@ void attention(view4<const float> q, view4<const float> k, view4<const float> v,
                view3<float> lse = {}, const softmax_options& opt = {}, const Exec& exec = {}) {
   const detail::softmax_problem p = detail::make_softmax_problem(q, k, v, out, lse, opt);
   // The one place where runtime options become mask types.
-  if (opt.window) {
-    auto [left, right] = *opt.window;
-    if (opt.causal) right = right < 0 ? 0 : std::min<index_t>(right, 0);
-    detail::run_softmax<Backend>(p, window_mask{p.nk() - p.nq(), left, right, opt.sink_tokens},
-                                 exec);
-  } else if (opt.causal)
+  if (opt.window)
+    detail::run_softmax<Backend>(p, window_mask_of(opt, p.nk() - p.nq()), exec);
+  else if (opt.causal)
     detail::run_softmax<Backend>(p, causal_mask{p.nk() - p.nq()}, exec);
   else
     detail::run_softmax<Backend>(p, no_mask{}, exec);
