@@ -204,20 +204,23 @@ std::array<std::int64_t, 2> parse_window(const std::string& text) {
   return lr;
 }
 
-int parse_non_negative_int(std::string_view flag, const std::string& text) {
+// An integer >= minimum; `expected` says so in the message.
+int parse_int(std::string_view flag, const std::string& text, int minimum,
+              std::string_view expected) {
   int x = 0;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), x);
-  if (ec != std::errc() || end != text.data() + text.size() || x < 0)
-    throw usage_error(std::string(flag) + " expects an integer >= 0, got '" + text + "'");
+  if (ec != std::errc() || end != text.data() + text.size() || x < minimum)
+    throw usage_error(std::string(flag) + " expects " + std::string(expected) + ", got '" + text +
+                      "'");
   return x;
 }
 
+int parse_non_negative_int(std::string_view flag, const std::string& text) {
+  return parse_int(flag, text, 0, "an integer >= 0");
+}
+
 int parse_positive_int(std::string_view flag, const std::string& text) {
-  int x = 0;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), x);
-  if (ec != std::errc() || end != text.data() + text.size() || x < 1)
-    throw usage_error(std::string(flag) + " expects a positive integer, got '" + text + "'");
-  return x;
+  return parse_int(flag, text, 1, "a positive integer");
 }
 
 // A float32 input tensor of a fixed rank, read whole.
