@@ -227,17 +227,27 @@ inline row_panel rows_of(const view4<const float>& x, index_t b, index_t j0, ind
 }
 
 // Removes the disallowed pairs of a partial tile (never a finite penalty).
-// Rows are walked as (position, head) so no row index is divided.
+// A band mask (causal, window) names for each key the one run of query
+// positions that may see it, so a key row is masked with two fills; any
+// other mask is asked pair by pair, rows walked as (position, head).
 template <class Mask>
 void mask_tile(const Mask& mask, const tile_rows& t, index_t kv, index_t j0, index_t keys,
                float* st, index_t ldq) {
+  constexpr float removed = -std::numeric_limits<float>::infinity();
   const index_t h0 = (t.g0 + kv) * t.group + t.h_offset;
   for (index_t j = 0; j < keys; ++j) {
     float* row = st + j * ldq;
-    for (index_t pi = 0; pi < t.positions; ++pi)
-      for (index_t hh = 0; hh < t.heads; ++hh)
-        if (!mask.allowed(t.b, h0 + hh, t.i0 + pi, j0 + j))
-          row[pi * t.heads + hh] = -std::numeric_limits<float>::infinity();
+    if constexpr (band_mask<Mask>) {
+      const position_range seen = mask.positions(j0 + j);
+      const index_t a = std::clamp(seen.begin - t.i0, index_t{0}, t.positions);
+      const index_t b = std::clamp(seen.end - t.i0, a, t.positions);
+      std::fill(row, row + a * t.heads, removed);
+      std::fill(row + b * t.heads, row + t.positions * t.heads, removed);
+    } else {
+      for (index_t pi = 0; pi < t.positions; ++pi)
+        for (index_t hh = 0; hh < t.heads; ++hh)
+          if (!mask.allowed(t.b, h0 + hh, t.i0 + pi, j0 + j)) row[pi * t.heads + hh] = removed;
+    }
   }
 }
 

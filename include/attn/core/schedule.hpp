@@ -40,6 +40,20 @@ concept mask = requires(const M& m, const query_block& qb, index_t x) {
   { m.allowed(x, x, x, x) } -> std::convertible_to<bool>;  // (b, h, i, j)
 };
 
+// [begin, end) of query positions.
+struct position_range {
+  index_t begin, end;
+};
+
+// A mask whose allowed pairs depend only on (i, j) and, for each key j, form
+// one run of query positions: `positions(j)` names it, and partial tiles are
+// masked a key row at a time instead of pair by pair. It must agree with
+// allowed(); tests compare every mask with the oracle.
+template <class M>
+concept band_mask = mask<M> && requires(const M& m, index_t j) {
+  { m.positions(j) } -> std::same_as<position_range>;
+};
+
 // Every key, every tile full.
 struct no_mask {
   key_range keys(const query_block& qb) const { return {0, qb.nk}; }
@@ -61,6 +75,9 @@ struct causal_mask {
     return tile_kind::partial;
   }
   constexpr bool allowed(index_t, index_t, index_t i, index_t j) const { return j <= i + offset; }
+  constexpr position_range positions(index_t j) const {
+    return {j - offset, std::numeric_limits<index_t>::max() / 4};
+  }
 };
 
 // Sliding window (DESIGN §2): key j is allowed for query i iff
@@ -95,9 +112,15 @@ struct window_mask {
   constexpr bool allowed(index_t, index_t, index_t i, index_t j) const {
     return j <= hi(i) && (j >= lo(i) || j < sink_tokens);
   }
+  // j <= hi(i) <=> i >= j - offset - right; j >= lo(i) <=> i <= j - offset + left.
+  constexpr position_range positions(index_t j) const {
+    const index_t first = right < 0 ? -unbounded : j - offset - right;
+    const index_t last = (left < 0 || j < sink_tokens) ? unbounded : j - offset + left;
+    return {first, last + 1};
+  }
 };
 
-static_assert(mask<no_mask> && mask<causal_mask> && mask<window_mask>,
-              "built-in masks must model attn::mask");
+static_assert(mask<no_mask> && band_mask<causal_mask> && band_mask<window_mask>,
+              "built-in masks must model attn::mask (causal and window as band masks)");
 
 }  // namespace attn
