@@ -18,11 +18,10 @@
 
 // The one tiled online-softmax loop every softmax variant runs on.
 //
-// Work item = (batch, kv head, query tile, KV split). A query tile packs the
-// query heads of a GQA group that share the kv head, times a run of
-// positions, so each K/V tile is read once per group:
-//
-//   rows r of the tile:  position i0 + r / heads, query head h0 + r % heads
+// Work item = (batch, kv heads, query tile, KV split). A query tile packs the
+// query heads of a GQA group that share a kv head, times a run of positions,
+// so each K/V tile is read once per group; in decode one item takes every kv
+// head of a sequence (see work_split and tile_rows for the row order).
 //
 // Per KV tile (classed by the mask): S^T = K Q^T, mask (partial tiles only),
 // online-softmax update, O = alpha O + P V. Finalize: 1/l, lse, sinks.
@@ -276,11 +275,9 @@ void accumulate_values(tile_kind kind, const float* pt, index_t ldp, index_t row
 template <class B>
 void finalize_rows(const float* m, const float* l, index_t rows, index_t dvp, float* o,
                    index_t ldo, float* lse) {
-  constexpr index_t W = static_cast<index_t>(B::width);
   for (index_t r = 0; r < rows; ++r) {
     const row_result res = finish_row(m[r], l[r]);
-    const auto inv = B::broadcast(res.inverse_sum);
-    for (index_t d = 0; d < dvp; d += W) B::store(o + r * ldo + d, B::mul(inv, B::load(o + r * ldo + d)));
+    scale_row<B>(o + r * ldo, dvp, res.inverse_sum);
     lse[r] = res.lse;
   }
 }

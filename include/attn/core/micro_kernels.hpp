@@ -90,13 +90,17 @@ inline void score_dot_block(const float* k, index_t k_stride, index_t dk,  // k:
     for (int c = 0; c < Keys; ++c) st[c * lds + r] = B::reduce_add(acc[r][c]);
 }
 
-// Calls f(std::integral_constant<int, n>) for the runtime n in [1, Max]:
-// the tail of a blocked loop runs a smaller instantiation of the same kernel.
+// A blocked loop over [0, count): f(start, std::integral_constant<int, n>)
+// for blocks of n = Max, then once for the tail, whose smaller n runs a
+// smaller instantiation of the same kernel.
 template <int Max, class F>
-inline void with_block_size(int n, F&& f) {
+inline void for_each_block(index_t count, F&& f) {
+  index_t start = 0;
+  for (; start + Max <= count; start += Max) f(start, std::integral_constant<int, Max>{});
+  const auto tail = static_cast<int>(count - start);
   [&]<int... I>(std::integer_sequence<int, I...>) {
-    ((n == I + 1 ? (f(std::integral_constant<int, I + 1>{}), 0) : 0), ...);
-  }(std::make_integer_sequence<int, Max>{});
+    ((tail == I + 1 ? (f(start, std::integral_constant<int, I + 1>{}), 0) : 0), ...);
+  }(std::make_integer_sequence<int, Max - 1>{});
 }
 
 // S^T tile: st (keys, ldq) = K tile (keys, dk) . Q^T (dk, ldq).
@@ -105,25 +109,14 @@ inline void with_block_size(int n, F&& f) {
 template <class B>
 inline void score_tile(const float* k, index_t k_stride, index_t keys, index_t dk,
                        const float* qt, index_t ldq, float* st) {
-  constexpr int R = B::score_keys;
   constexpr index_t W = static_cast<index_t>(B::width);
-  auto column_block = [&](index_t c, auto vecs) {
-    constexpr int QV = decltype(vecs)::value;
-    index_t j = 0;
-    for (; j + R <= keys; j += R)
-      score_block<B, R, QV>(k + j * k_stride, k_stride, dk, qt + c, ldq, st + j * ldq + c, ldq);
-    if (j < keys)
-      with_block_size<R>(static_cast<int>(keys - j), [&](auto n) {
-        score_block<B, decltype(n)::value, QV>(k + j * k_stride, k_stride, dk, qt + c, ldq,
-                                               st + j * ldq + c, ldq);
-      });
-  };
-  constexpr index_t QW = B::score_query_vecs * W;
-  index_t c = 0;
-  for (; c + QW <= ldq; c += QW) column_block(c, std::integral_constant<int, B::score_query_vecs>{});
-  if (c < ldq)
-    with_block_size<B::score_query_vecs>(static_cast<int>((ldq - c) / W),
-                                         [&](auto vecs) { column_block(c, vecs); });
+  for_each_block<B::score_query_vecs>(ldq / W, [&](index_t cv, auto vecs) {
+    const index_t c = cv * W;
+    for_each_block<B::score_keys>(keys, [&](index_t j, auto n) {
+      score_block<B, decltype(n)::value, decltype(vecs)::value>(
+          k + j * k_stride, k_stride, dk, qt + c, ldq, st + j * ldq + c, ldq);
+    });
+  });
 }
 
 // S^T tile of a decode-shaped tile: st (keys, lds) = K (keys, dk) . Q^T with
@@ -131,22 +124,12 @@ inline void score_tile(const float* k, index_t k_stride, index_t keys, index_t d
 template <class B>
 inline void score_dot_tile(const float* k, index_t k_stride, index_t keys, index_t dk,
                            const float* q, index_t rows, float* st, index_t lds) {
-  constexpr int R = B::dot_rows;
-  constexpr int C = B::dot_keys;
-  auto row_block = [&](index_t r, auto rows_n) {
-    constexpr int Rn = decltype(rows_n)::value;
-    index_t j = 0;
-    for (; j + C <= keys; j += C)
-      score_dot_block<B, Rn, C>(k + j * k_stride, k_stride, dk, q + r * dk, dk, st + j * lds + r, lds);
-    if (j < keys)
-      with_block_size<C>(static_cast<int>(keys - j), [&](auto n) {
-        score_dot_block<B, Rn, decltype(n)::value>(k + j * k_stride, k_stride, dk, q + r * dk, dk,
-                                                   st + j * lds + r, lds);
-      });
-  };
-  index_t r = 0;
-  for (; r + R <= rows; r += R) row_block(r, std::integral_constant<int, R>{});
-  if (r < rows) with_block_size<R>(static_cast<int>(rows - r), [&](auto n) { row_block(r, n); });
+  for_each_block<B::dot_rows>(rows, [&](index_t r, auto rows_n) {
+    for_each_block<B::dot_keys>(keys, [&](index_t j, auto n) {
+      score_dot_block<B, decltype(rows_n)::value, decltype(n)::value>(
+          k + j * k_stride, k_stride, dk, q + r * dk, dk, st + j * lds + r, lds);
+    });
+  });
 }
 
 // O (rows, ldo) += P (rows, keys) . V (keys, dv) with P read from S^T.
@@ -154,24 +137,14 @@ inline void score_dot_tile(const float* k, index_t k_stride, index_t keys, index
 template <class B>
 inline void value_tile(const float* pt, index_t ldp, index_t rows, const float* v,
                        index_t v_stride, index_t keys, index_t dv, float* o, index_t ldo) {
-  constexpr int R = B::pv_rows;
-  constexpr int CV = B::pv_col_vecs;
   constexpr index_t W = static_cast<index_t>(B::width);
-  auto row_block = [&](index_t r, auto rows_n) {
-    constexpr int Rn = decltype(rows_n)::value;
-    index_t c = 0;
-    for (; c + CV * W <= dv; c += CV * W)
-      value_block<B, Rn, CV>(pt + r, ldp, v + c, v_stride, keys, o + r * ldo + c, ldo);
-    if (c < dv)
-      with_block_size<CV>(static_cast<int>((dv - c) / W), [&](auto n) {
-        value_block<B, Rn, decltype(n)::value>(pt + r, ldp, v + c, v_stride, keys,
-                                                o + r * ldo + c, ldo);
-      });
-  };
-  index_t r = 0;
-  for (; r + R <= rows; r += R) row_block(r, std::integral_constant<int, R>{});
-  if (r < rows)
-    with_block_size<R>(static_cast<int>(rows - r), [&](auto n) { row_block(r, n); });
+  for_each_block<B::pv_rows>(rows, [&](index_t r, auto rows_n) {
+    for_each_block<B::pv_col_vecs>(dv / W, [&](index_t cv, auto vecs) {
+      const index_t c = cv * W;
+      value_block<B, decltype(rows_n)::value, decltype(vecs)::value>(
+          pt + r, ldp, v + c, v_stride, keys, o + r * ldo + c, ldo);
+    });
+  });
 }
 
 }  // namespace attn::detail

@@ -47,15 +47,19 @@ inline void softmax_update(float* st, index_t keys, index_t ldq,  // st: (keys, 
   }
 }
 
+// row <- factor * row, n a multiple of the vector width.
+template <class B>
+inline void scale_row(float* row, index_t n, float factor) {
+  constexpr index_t W = static_cast<index_t>(B::width);
+  const auto f = B::broadcast(factor);
+  for (index_t d = 0; d < n; d += W) B::store(row + d, B::mul(f, B::load(row + d)));
+}
+
 // o row r <- alpha[r] * o row r, skipped where alpha is exactly 1.
 template <class B>
 inline void rescale_rows(float* o, index_t ldo, index_t rows, index_t dv, const float* alpha) {
-  constexpr index_t W = static_cast<index_t>(B::width);
-  for (index_t r = 0; r < rows; ++r) {
-    if (alpha[r] == 1.0f) continue;
-    const auto a = B::broadcast(alpha[r]);
-    for (index_t d = 0; d < dv; d += W) B::store(o + r * ldo + d, B::mul(a, B::load(o + r * ldo + d)));
-  }
+  for (index_t r = 0; r < rows; ++r)
+    if (alpha[r] != 1.0f) scale_row<B>(o + r * ldo, dv, alpha[r]);
 }
 
 // Natural-log lse and 1/l of a finished row; a row with no allowed key has
