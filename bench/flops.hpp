@@ -18,19 +18,27 @@ inline double allowed_pairs(index_t nq, index_t nk, bool causal) {
   return n;
 }
 
-// Allowed pairs per head under the softmax options' causal mask, window and
-// sink tokens, counted row by row from DESIGN §2.
-inline double allowed_pairs(index_t nq, index_t nk, const softmax_options& opt) {
-  if (!opt.window) return allowed_pairs(nq, nk, opt.causal);
-  const window_mask mask = window_mask_of(opt, nk - nq);
+// Allowed pairs per head of a band mask: each key's run of query positions,
+// clipped to [0, Nq), summed over the keys (DESIGN §2 through positions()).
+template <band_mask M>
+double allowed_pairs(const M& mask, index_t nq, index_t nk) {
   double n = 0;
-  for (index_t i = 0; i < nq; ++i) {
-    const index_t hi = std::min(nk - 1, mask.hi(i)), lo = std::max<index_t>(0, mask.lo(i));
-    const index_t window = std::max<index_t>(0, hi - lo + 1);
-    const index_t sinks = std::max<index_t>(0, std::min({mask.sink_tokens, lo, hi + 1}));
-    n += static_cast<double>(window + sinks);
+  for (index_t j = 0; j < nk; ++j) {
+    const position_range run = mask.positions(j);
+    n += static_cast<double>(std::max<index_t>(0, std::min(run.end, nq) - std::max<index_t>(run.begin, 0)));
   }
   return n;
+}
+
+// Allowed pairs per head under the softmax options' masks: causal, window,
+// sink tokens, documents, prefix-LM (all band masks).
+inline double allowed_pairs(index_t nq, index_t nk, const softmax_options& opt) {
+  const index_t offset = nk - nq;
+  if (!opt.document_ids.empty())
+    return allowed_pairs(document_mask(opt.document_ids, offset) & window_mask_of(opt, offset), nq, nk);
+  if (opt.prefix_lm) return allowed_pairs(prefix_lm_mask{offset, *opt.prefix_lm}, nq, nk);
+  if (!opt.window) return allowed_pairs(nq, nk, opt.causal);
+  return allowed_pairs(window_mask_of(opt, offset), nq, nk);
 }
 
 inline double attention_flops(index_t batch, index_t nq, index_t nk, index_t hq, index_t dk,

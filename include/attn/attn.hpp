@@ -8,6 +8,8 @@
 #include "attn/core/executor.hpp"
 #include "attn/core/merge.hpp"
 #include "attn/core/tensor.hpp"
+#include "attn/mask/masks.hpp"
+#include "attn/mask/score_mods.hpp"
 #include "attn/variant/dense.hpp"
 
 #define ATTN_VERSION_MAJOR 0

@@ -140,6 +140,17 @@ inline ::testing::AssertionResult within_contract(view4<const float> out, view3<
   return ::testing::AssertionFailure() << a.summary();
 }
 
+// The attn::error message f() throws, or "" when it returns normally.
+template <class F>
+std::string error_message(F&& f) {
+  try {
+    f();
+  } catch (const attn::error& e) {
+    return e.what();
+  }
+  return "";
+}
+
 // ---------------------------------------------------------------------------
 // Comparing two results of the library (executors, backends, repeated runs).
 

@@ -148,7 +148,11 @@ struct run {
   }
 
   attn::softmax_options options() const {
-    return {c.scale, c.causal, c.sinks ? sinks.data() : nullptr};
+    attn::softmax_options opt;
+    opt.scale = c.scale;
+    opt.causal = c.causal;
+    opt.sinks = c.sinks ? sinks.data() : nullptr;
+    return opt;
   }
   attn::view3<float> lse_arg() const { return c.with_lse ? lse.view : attn::view3<float>{}; }
   attn::view3<const float> lse_result() const {

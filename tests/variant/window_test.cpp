@@ -77,13 +77,8 @@ TEST(WindowErrors, RejectsBadWindowsAndSinkTokensWithoutAWindow) {
   const ref::tensor4 q = ref::random_bshd(g, 1, 4, 2, 8);
   const ref::tensor4 kv = ref::random_bshd(g, 1, 4, 2, 8);
   ref::tensor4 out = ref::filled<4>({1, 4, 2, 8}, ref::bshd_memory, 0.0f);
-  auto message = [&](const attn::softmax_options& opt) -> std::string {
-    try {
-      attn::attention(q.cview(), kv.cview(), kv.cview(), out.view, {}, opt);
-    } catch (const attn::error& e) {
-      return e.what();
-    }
-    return "";
+  auto message = [&](const attn::softmax_options& opt) {
+    return ref::error_message([&] { attn::attention(q.cview(), kv.cview(), kv.cview(), out.view, {}, opt); });
   };
   attn::softmax_options bad_window;
   bad_window.window = std::array<index_t, 2>{-2, 0};

@@ -27,6 +27,7 @@ concept simd_backend = requires(const float* src, float* dst, typename B::vec v,
   { B::fma(v, v, v) } -> std::same_as<typename B::vec>;
   { B::max(v, v) } -> std::same_as<typename B::vec>;
   { B::exp2(v) } -> std::same_as<typename B::vec>;
+  { B::tanh(v) } -> std::same_as<typename B::vec>;
   { B::reduce_add(v) } -> std::convertible_to<float>;
   { B::reduce_max(v) } -> std::convertible_to<float>;
   requires B::score_keys >= 1 && B::score_query_vecs >= 1;

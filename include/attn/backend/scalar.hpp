@@ -34,6 +34,7 @@ struct scalar {
   static vec mul(vec a, vec b) { return a * b; }
   static vec fma(vec a, vec b, vec c) { return std::fma(a, b, c); }
   static vec max(vec a, vec b) { return std::max(a, b); }
+  static vec tanh(vec x) { return std::tanh(x); }
   // Flushes to 0 below -126.5 like the vector backends, so every backend
   // drops the same vanishing scores.
   static vec exp2(vec x) { return x < -126.5f ? 0.0f : std::exp2(x); }

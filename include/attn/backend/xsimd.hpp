@@ -85,6 +85,7 @@ struct xsimd_backend : xsimd_blocking<Arch> {
   // May drop a NaN operand: the core never relies on max to propagate NaN
   // (a NaN score reaches the output through exp2 and the sums).
   static vec max(vec a, vec b) { return xsimd::max(a, b); }
+  static vec tanh(vec x) { return xsimd::tanh(x); }  // softcap
 
   // 2^x with a max relative error of a few ulp on [-126, 127]; -inf and
   // anything below -126.5 give exactly 0 (masked scores vanish exactly), NaN

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstddef>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "attn/core/executor.hpp"
@@ -13,6 +14,7 @@
 #include "attn/core/micro_kernels.hpp"
 #include "attn/core/online_softmax.hpp"
 #include "attn/core/schedule.hpp"
+#include "attn/core/score_mod.hpp"
 #include "attn/core/scratch.hpp"
 #include "attn/core/tensor.hpp"
 
@@ -23,7 +25,8 @@
 // so each K/V tile is read once per group; in decode one item takes every kv
 // head of a sequence (see work_split and tile_rows for the row order).
 //
-// Per KV tile (classed by the mask): S^T = K Q^T, mask (partial tiles only),
+// Per KV tile (classed by the mask): S^T = K Q^T, score modifier, mask
+// (partial tiles only),
 // online-softmax update, O = alpha O + P V. Finalize: 1/l, lse, sinks.
 namespace attn::detail {
 
@@ -225,15 +228,25 @@ inline row_panel rows_of(const view4<const float>& x, index_t b, index_t j0, ind
   return {buf, width};
 }
 
+template <class M>
+inline constexpr bool is_mask_and = false;
+template <class A, class B>
+inline constexpr bool is_mask_and<mask_and<A, B>> = true;
+
 // Removes the disallowed pairs of a partial tile (never a finite penalty).
-// A band mask (causal, window) names for each key the one run of query
-// positions that may see it, so a key row is masked with two fills; any
+// A band mask (causal, window, documents) names for each key the one run of
+// query positions that may see it, so a key row is masked with two fills;
+// an intersection masks with each side that is partial on this tile; any
 // other mask is asked pair by pair, rows walked as (position, head).
 template <class Mask>
-void mask_tile(const Mask& mask, const tile_rows& t, index_t kv, index_t j0, index_t keys,
-               float* st, index_t ldq) {
+void mask_tile(const Mask& mask, const query_block& qb, const tile_rows& t, index_t j0,
+               index_t keys, float* st, index_t ldq) {
   constexpr float removed = -std::numeric_limits<float>::infinity();
-  const index_t h0 = (t.g0 + kv) * t.group + t.h_offset;
+  if constexpr (!band_mask<Mask> && is_mask_and<Mask>) {
+    if (mask.a.classify(qb, j0, j0 + keys) != tile_kind::full) mask_tile(mask.a, qb, t, j0, keys, st, ldq);
+    if (mask.b.classify(qb, j0, j0 + keys) != tile_kind::full) mask_tile(mask.b, qb, t, j0, keys, st, ldq);
+    return;
+  }
   for (index_t j = 0; j < keys; ++j) {
     float* row = st + j * ldq;
     if constexpr (band_mask<Mask>) {
@@ -245,7 +258,7 @@ void mask_tile(const Mask& mask, const tile_rows& t, index_t kv, index_t j0, ind
     } else {
       for (index_t pi = 0; pi < t.positions; ++pi)
         for (index_t hh = 0; hh < t.heads; ++hh)
-          if (!mask.allowed(t.b, h0 + hh, t.i0 + pi, j0 + j)) row[pi * t.heads + hh] = removed;
+          if (!mask.allowed(t.b, qb.h_begin + hh, t.i0 + pi, j0 + j)) row[pi * t.heads + hh] = removed;
     }
   }
 }
@@ -284,8 +297,9 @@ void finalize_rows(const float* m, const float* l, index_t rows, index_t dvp, fl
 
 // Runs one work item over keys [key_lo, key_hi) and leaves, per row r, the
 // normalised output in o[r * ldo ...] and the natural-log lse in lse_out[r].
-template <class B, class Mask>
-void attend_tile(const softmax_problem& p, const Mask& mask, const tile_rows& t,
+template <class B, class Mask, class Modifier>
+void attend_tile(const softmax_problem& p, const Mask& mask, const Modifier& modifier,
+                 const tile_rows& t,
                  index_t tile_keys, index_t key_lo, index_t key_hi, float* o, index_t ldo,
                  float* lse_out) {
   const workspace<B> ws(p, t, tile_keys);
@@ -327,11 +341,16 @@ void attend_tile(const softmax_problem& p, const Mask& mask, const tile_rows& t,
         score_dot_tile<B>(k.data, k.stride, keys, ws.dk, ws.queries(kv), rows, ws.st, ldq);
       else
         score_tile<B>(k.data, k.stride, keys, ws.dk, ws.queries(kv), ldq, ws.st);
-      if (kind == tile_kind::partial) mask_tile(mask, t, kv, j0, keys, ws.st, ldq);
+      if constexpr (!std::is_same_v<Modifier, no_modifier>)
+        modifier.template apply<B>(score_tile_ref{ws.st, ldq, j0, keys, t.b, t.i0, t.positions,
+                                                  qb.h_begin, t.heads, p.nk() - p.nq()});
+      if (kind == tile_kind::partial) mask_tile(mask, qb, t, j0, keys, ws.st, ldq);
       softmax_update<B>(ws.st, keys, ldq, ws.m(kv), ws.l(kv), ws.alpha(kv));
       rescale_rows<B>(ok, ldo, rows, ws.dvp, ws.alpha(kv));
       const row_panel v = rows_of(p.v, t.b, j0, keys, g, ws.pack_v, ws.vbuf, ws.dvp);
-      accumulate_values<B>(kind, ws.st, ldq, rows, v, keys, ws.dvp, ok, ldo);
+      // A modifier may remove pairs (a -inf bias) on a full tile too.
+      const tile_kind value_kind = std::is_same_v<Modifier, no_modifier> ? kind : tile_kind::partial;
+      accumulate_values<B>(value_kind, ws.st, ldq, rows, v, keys, ws.dvp, ok, ldo);
     }
   }
 
@@ -347,8 +366,9 @@ inline void store_row(const softmax_problem& p, index_t b, index_t i, index_t h,
   if (!p.lse.empty()) p.lse(b, i, h) = lse;
 }
 
-template <class B, class Mask, class Exec>
-void run_softmax(const softmax_problem& p, const Mask& mask, const Exec& exec) {
+template <class B, class Mask, class Modifier, class Exec>
+void run_softmax(const softmax_problem& p, const Mask& mask, const Modifier& modifier,
+                 const Exec& exec) {
   const work_split<B> w(p, exec.concurrency());
   if (w.items == 0) return;
   constexpr index_t W = static_cast<index_t>(B::width);
@@ -361,7 +381,7 @@ void run_softmax(const softmax_problem& p, const Mask& mask, const Exec& exec) {
       thread_local std::vector<float> o_buf, lse_buf;
       o_buf.resize(static_cast<std::size_t>(max_rows * dvp));
       lse_buf.resize(static_cast<std::size_t>(max_rows));
-      attend_tile<B>(p, mask, t, w.tile_keys, 0, p.nk(), o_buf.data(), dvp, lse_buf.data());
+      attend_tile<B>(p, mask, modifier, t, w.tile_keys, 0, p.nk(), o_buf.data(), dvp, lse_buf.data());
       for (index_t r = 0; r < t.rows(); ++r)
         store_row(p, t.b, t.position(r), t.head(r), o_buf.data() + r * dvp, lse_buf[r]);
     });
@@ -377,7 +397,7 @@ void run_softmax(const softmax_problem& p, const Mask& mask, const Exec& exec) {
     const index_t u = static_cast<index_t>(unit);
     const tile_rows t = locate(p, w, u / w.splits);
     const index_t s = u % w.splits;
-    attend_tile<B>(p, mask, t, w.tile_keys, s * w.split_keys, std::min(p.nk(), (s + 1) * w.split_keys),
+    attend_tile<B>(p, mask, modifier, t, w.tile_keys, s * w.split_keys, std::min(p.nk(), (s + 1) * w.split_keys),
                    part_o.data() + u * max_rows * dvp, dvp, part_lse.data() + u * max_rows);
   });
   exec.parallel_for(static_cast<std::size_t>(w.items), [&](std::size_t item) {

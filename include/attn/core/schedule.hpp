@@ -28,6 +28,12 @@ struct query_block {
   constexpr index_t offset() const { return nk - nq; }
 };
 
+// The shape of a problem, for masks that hold per-problem data (document
+// ids, precomputed blocks) and check it before a call: see check_mask.
+struct problem_shape {
+  index_t batch, hq, nq, nk;
+};
+
 // [begin, end) of keys.
 struct key_range {
   index_t begin, end;
@@ -61,66 +67,100 @@ struct no_mask {
   constexpr bool allowed(index_t, index_t, index_t, index_t) const { return true; }
 };
 
-// Key j is allowed for query i iff j <= i + offset (bottom-right aligned,
-// FlashAttention >= 2.1): with Nq = 1 the query sees the whole cache.
-struct causal_mask {
-  index_t offset;  // Nk - Nq
+// Runs m.check(shape) when the mask has one (it throws attn::error on a
+// mismatch); the public entry calls it before any work starts.
+template <class M>
+void check_mask(const M& m, const problem_shape& s) {
+  if constexpr (requires { m.check(s); }) m.check(s);
+}
+
+// ---------------------------------------------------------------------------
+// Composition (FlexAttention's model): a & b allows a pair iff both do, a | b
+// iff either does. Classification composes too: an intersection is empty if
+// either side is and full only if both are; a union the other way round.
+// The intersection of two band masks is a band (the runs intersect).
+
+template <mask A, mask B>
+struct mask_and {
+  A a;
+  B b;
 
   key_range keys(const query_block& qb) const {
-    return {0, std::clamp<index_t>(qb.i_end - 1 + offset + 1, 0, qb.nk)};
+    const key_range x = a.keys(qb), y = b.keys(qb);
+    const index_t begin = std::max(x.begin, y.begin);
+    return {begin, std::max(begin, std::min(x.end, y.end))};
   }
   tile_kind classify(const query_block& qb, index_t j0, index_t j1) const {
-    if (j0 > qb.i_end - 1 + offset) return tile_kind::empty;
-    if (j1 - 1 <= qb.i_begin + offset) return tile_kind::full;
-    return tile_kind::partial;
+    const tile_kind x = a.classify(qb, j0, j1);
+    if (x == tile_kind::empty) return x;
+    const tile_kind y = b.classify(qb, j0, j1);
+    if (y == tile_kind::empty) return y;
+    return x == tile_kind::full && y == tile_kind::full ? tile_kind::full : tile_kind::partial;
   }
-  constexpr bool allowed(index_t, index_t, index_t i, index_t j) const { return j <= i + offset; }
-  constexpr position_range positions(index_t j) const {
-    return {j - offset, std::numeric_limits<index_t>::max() / 4};
+  constexpr bool allowed(index_t bi, index_t h, index_t i, index_t j) const {
+    return a.allowed(bi, h, i, j) && b.allowed(bi, h, i, j);
+  }
+  void check(const problem_shape& s) const {
+    check_mask(a, s);
+    check_mask(b, s);
+  }
+  constexpr position_range positions(index_t j) const
+    requires band_mask<A> && band_mask<B>
+  {
+    const position_range x = a.positions(j), y = b.positions(j);
+    const index_t begin = std::max(x.begin, y.begin);
+    return {begin, std::max(begin, std::min(x.end, y.end))};
   }
 };
 
-// Sliding window (DESIGN §2): key j is allowed for query i iff
-//   i + offset - left <= j <= i + offset + right   (left/right < 0: unbounded),
-// or, with sink tokens (StreamingLLM), j < sink_tokens and j <= i + offset + right.
-// window{-1, 0} is causal; Mistral's "window W" is window{W - 1, 0}.
-struct window_mask {
-  index_t offset;           // Nk - Nq
-  index_t left, right;      // < 0: unbounded on that side
-  index_t sink_tokens = 0;  // keys [0, sink_tokens) stay visible
-
-  static constexpr index_t unbounded = std::numeric_limits<index_t>::max() / 4;
-  constexpr index_t lo(index_t i) const { return left < 0 ? -unbounded : i + offset - left; }
-  constexpr index_t hi(index_t i) const { return right < 0 ? unbounded : i + offset + right; }
+template <mask A, mask B>
+struct mask_or {
+  A a;
+  B b;
 
   key_range keys(const query_block& qb) const {
-    const index_t last = std::min(hi(qb.i_end - 1), qb.nk - 1);  // furthest key any row sees
-    const index_t first = sink_tokens > 0 ? 0 : std::max<index_t>(lo(qb.i_begin), 0);
-    return {std::min(first, last + 1), std::max<index_t>(last + 1, 0)};
+    const key_range x = a.keys(qb), y = b.keys(qb);
+    if (x.end <= x.begin) return y;
+    if (y.end <= y.begin) return x;
+    return {std::min(x.begin, y.begin), std::max(x.end, y.end)};
   }
+  // Keys outside a side's keys() are disallowed by that side, so a side is
+  // asked only about the part of the tile inside its range.
   tile_kind classify(const query_block& qb, index_t j0, index_t j1) const {
-    const index_t first_row = qb.i_begin, last_row = qb.i_end - 1;
-    // Full when every row allows every key of the tile through the window or
-    // through the sink tokens.
-    const bool window_full = j0 >= lo(last_row) && j1 - 1 <= hi(first_row);
-    const bool sinks_full = j1 <= sink_tokens && j1 - 1 <= hi(first_row);
-    if (window_full || sinks_full) return tile_kind::full;
-    const bool window_empty = j1 - 1 < lo(first_row) || j0 > hi(last_row);
-    const bool sinks_empty = j0 >= sink_tokens || j0 > hi(last_row);
-    return window_empty && sinks_empty ? tile_kind::empty : tile_kind::partial;
+    const tile_kind x = clipped(a, qb, j0, j1);
+    if (x == tile_kind::full) return x;
+    const tile_kind y = clipped(b, qb, j0, j1);
+    if (y == tile_kind::full) return y;
+    return x == tile_kind::empty && y == tile_kind::empty ? tile_kind::empty : tile_kind::partial;
   }
-  constexpr bool allowed(index_t, index_t, index_t i, index_t j) const {
-    return j <= hi(i) && (j >= lo(i) || j < sink_tokens);
+  constexpr bool allowed(index_t bi, index_t h, index_t i, index_t j) const {
+    return a.allowed(bi, h, i, j) || b.allowed(bi, h, i, j);
   }
-  // j <= hi(i) <=> i >= j - offset - right; j >= lo(i) <=> i <= j - offset + left.
-  constexpr position_range positions(index_t j) const {
-    const index_t first = right < 0 ? -unbounded : j - offset - right;
-    const index_t last = (left < 0 || j < sink_tokens) ? unbounded : j - offset + left;
-    return {first, last + 1};
+  void check(const problem_shape& s) const {
+    check_mask(a, s);
+    check_mask(b, s);
+  }
+
+ private:
+  template <class M>
+  static tile_kind clipped(const M& m, const query_block& qb, index_t j0, index_t j1) {
+    const key_range r = m.keys(qb);
+    const index_t c0 = std::max(j0, r.begin), c1 = std::min(j1, r.end);
+    if (c1 <= c0) return tile_kind::empty;
+    const tile_kind kind = m.classify(qb, c0, c1);
+    return kind == tile_kind::full && (c0 != j0 || c1 != j1) ? tile_kind::partial : kind;
   }
 };
 
-static_assert(mask<no_mask> && band_mask<causal_mask> && band_mask<window_mask>,
-              "built-in masks must model attn::mask (causal and window as band masks)");
+template <mask A, mask B>
+mask_and<A, B> operator&(const A& a, const B& b) {
+  return {a, b};
+}
+template <mask A, mask B>
+mask_or<A, B> operator|(const A& a, const B& b) {
+  return {a, b};
+}
+
+static_assert(mask<no_mask>, "no_mask must model attn::mask");
 
 }  // namespace attn
