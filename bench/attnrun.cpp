@@ -5,7 +5,8 @@
 //
 //   attnrun --variant softmax --q Q.npy --k K.npy --v V.npy --out O.npy
 //           [--lse L.npy] [--scale F] [--causal] [--sinks S.npy]
-//           [--threads N] [--repeat N]
+//           [--window L,R] [--sink-tokens N] [--softcap F] [--alibi]
+//           [--bias B.npy] [--doc D.npy] [--threads N] [--repeat N]
 //
 // Every input is read and every result computed before anything is written;
 // the outputs are staged as temporary files and renamed into place together,
@@ -43,7 +44,8 @@ constexpr int exit_usage = 2;    // bad command line
 constexpr std::string_view usage_text =
     R"(usage: attnrun --variant softmax --q Q.npy --k K.npy --v V.npy --out O.npy
                [--lse L.npy] [--scale F] [--causal] [--sinks S.npy]
-               [--window L,R] [--sink-tokens N] [--threads N] [--repeat N]
+               [--window L,R] [--sink-tokens N] [--softcap F] [--alibi]
+               [--bias B.npy] [--doc D.npy] [--threads N] [--repeat N]
 
 Runs attention on .npy files (float32 little-endian, C order):
   q (B, Nq, Hq, Dk), k (B, Nk, Hkv, Dk), v (B, Nk, Hkv, Dv)
@@ -61,6 +63,13 @@ Hq % Hkv == 0 (GQA/MQA); masks are bottom-right aligned when Nq != Nk.
   --window L,R    sliding window: key j allowed iff i+off-L <= j <= i+off+R
                   (off = Nk - Nq; -1 = unbounded on that side)
   --sink-tokens N with --window: keys j < N stay allowed (StreamingLLM)
+  --softcap F     score softcap, s = F * tanh(s / F), F > 0 (Gemma 2)
+  --alibi         subtract slope_h * |i + off - j| (standard ALiBi slopes)
+  --bias F        (B|1, Hq|1, Nq, Nk) float32 additive score bias
+  --doc F         (Nk,) int32 document ids, each document contiguous: pairs
+                  only within a document (varlen packing; queries take the
+                  ids of the last Nq keys, Nq <= Nk); combines with --causal
+                  and --window
   --threads N     OpenMP threads (default: all cores)
   --repeat N      time N runs after a warm-up and print one JSON line,
                   {"median_s": ..., "gflops": ...}, on stdout
@@ -103,10 +112,10 @@ const std::map<std::string, flag_info, std::less<>>& flag_table() {
       {"--repeat", with_value},
       {"--window", with_value},
       {"--sink-tokens", with_value},
-      {"--softcap", later_with_value},
-      {"--alibi", later_switch},
-      {"--bias", later_with_value},
-      {"--doc", later_with_value},
+      {"--softcap", with_value},
+      {"--alibi", switch_only},
+      {"--bias", with_value},
+      {"--doc", with_value},
       {"--kernel", later_with_value},
       {"--dilation", later_with_value},
       {"--stride", later_with_value},
@@ -215,6 +224,14 @@ int parse_int(std::string_view flag, const std::string& text, int minimum,
   return x;
 }
 
+// A finite number > 0 (the softcap c in c * tanh(s / c)).
+float parse_positive_float(std::string_view flag, const std::string& text) {
+  const float x = parse_float(flag, text);
+  if (!(x > 0))
+    throw usage_error(std::string(flag) + " expects a finite number > 0, got '" + text + "'");
+  return x;
+}
+
 int parse_non_negative_int(std::string_view flag, const std::string& text) {
   return parse_int(flag, text, 0, "an integer >= 0");
 }
@@ -235,31 +252,56 @@ struct input {
   }
 };
 
-input read_input(std::string_view flag, const std::string& path, std::size_t rank,
-                 std::string_view layout) {
+// The .npy file of `flag`, checked to hold `type` at `rank`; every message
+// starts with the flag and the path.
+attn::npy::array read_npy(std::string_view flag, const std::string& path, attn::npy::dtype type,
+                          std::string_view expected_type, std::size_t rank,
+                          std::string_view layout) {
   attn::npy::array a;
   try {
     a = attn::npy::read(path);
   } catch (const std::runtime_error& e) {
     throw std::runtime_error(std::string(flag) + " " + e.what());
   }
-  if (a.stored != attn::npy::dtype::f32)
-    throw std::runtime_error(std::string(flag) + " " + path + ": dtype '" +
-                             std::string(attn::npy::descr(a.stored)) +
-                             "' is not supported by --variant softmax (expected float32 '<f4')");
+  if (a.stored != type)
+    throw std::runtime_error(
+        std::string(flag) + " " + path + ": dtype '" + std::string(attn::npy::descr(a.stored)) +
+        "' is not supported by --variant softmax (expected " + std::string(expected_type) + ")");
   if (a.shape.size() != rank)
     throw std::runtime_error(std::string(flag) + " " + path + ": expected rank " +
                              std::to_string(rank) + " " + std::string(layout) + ", got shape " +
                              attn::npy::shape_string(a.shape));
+  return a;
+}
+
+input read_input(std::string_view flag, const std::string& path, std::size_t rank,
+                 std::string_view layout) {
+  attn::npy::array a = read_npy(flag, path, attn::npy::dtype::f32, "float32 '<f4'", rank, layout);
   return {std::move(a.shape), std::move(a.floats())};
+}
+
+// --doc: (Nk,) int32 document ids, checked here so that every message names
+// the flag. Contiguity and Nq <= Nk are the library's rules, asked of the
+// mask the library builds from the ids.
+std::vector<std::int32_t> read_document_ids(const std::string& path, std::int64_t nq,
+                                            std::int64_t nk) {
+  attn::npy::array a = read_npy("--doc", path, attn::npy::dtype::i32, "int32 '<i4'", 1, "(Nk,)");
+  if (a.shape[0] != nk)
+    throw std::runtime_error("--doc " + path + ": expected shape (" + std::to_string(nk) +
+                             ",) to match Nk of --k, got " + attn::npy::shape_string(a.shape));
+  std::vector<std::int32_t> ids = std::move(std::get<std::vector<std::int32_t>>(a.data));
+  try {
+    [[maybe_unused]] const attn::document_mask mask(ids, nk - nq);
+  } catch (const attn::error& e) {
+    throw std::runtime_error("--doc " + path + ": " + e.what());
+  }
+  return ids;
 }
 
 attn::view4<const float> view_of(const input& t) {
   return attn::bshd(t.data(), t.shape[0], t.shape[1], t.shape[2], t.shape[3]);
 }
 
-// Allowed (query, key) pairs of one head (DESIGN §4 GFLOP/s accounting):
-// all of them, or bottom-right aligned causal, key j allowed iff j <= i + Nk - Nq.
 bool same_file(const std::string& a, const std::string& b) {
   std::error_code ec1, ec2;
   const auto ca = std::filesystem::weakly_canonical(a, ec1);
@@ -298,7 +340,10 @@ int run(int argc, char** argv) {
   if (auto s = args.get("--scale")) opt.scale = parse_float("--scale", *s);
   opt.causal = args.has("--causal");
   if (auto w = args.get("--window")) opt.window = parse_window(*w);
-  if (auto n = args.get("--sink-tokens")) opt.sink_tokens = parse_non_negative_int("--sink-tokens", *n);
+  if (auto n = args.get("--sink-tokens"))
+    opt.sink_tokens = parse_non_negative_int("--sink-tokens", *n);
+  if (auto c = args.get("--softcap")) opt.softcap = parse_positive_float("--softcap", *c);
+  opt.alibi = args.has("--alibi");
   const int threads =
       args.has("--threads") ? parse_positive_int("--threads", *args.get("--threads")) : 0;
   const int repeat =
@@ -320,6 +365,22 @@ int run(int argc, char** argv) {
                                ",) to match Hq of --q, got " +
                                attn::npy::shape_string(sinks->shape));
     opt.sinks = sinks->data();
+  }
+  std::optional<input> bias;
+  if (auto path = args.get("--bias")) {
+    bias = read_input("--bias", *path, 4, "(B|1, Hq|1, Nq, Nk)");
+    const std::vector<std::int64_t>& e = bias->shape;
+    if ((e[0] != batch && e[0] != 1) || (e[1] != hq && e[1] != 1) || e[2] != nq || e[3] != nk)
+      throw std::runtime_error("--bias " + *path + ": expected shape (B|1, Hq|1, Nq, Nk) = (" +
+                               std::to_string(batch) + "|1, " + std::to_string(hq) + "|1, " +
+                               std::to_string(nq) + ", " + std::to_string(nk) +
+                               ") to match --q and --k, got " + attn::npy::shape_string(e));
+    opt.bias = view_of(*bias);
+  }
+  std::vector<std::int32_t> document_ids;
+  if (auto path = args.get("--doc")) {
+    document_ids = read_document_ids(*path, nq, nk);
+    opt.document_ids = document_ids;
   }
 
   // The library checks every shape. Buffers are sized only for a problem it

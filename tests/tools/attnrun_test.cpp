@@ -556,12 +556,54 @@ class AttnrunTest : public temp_dir_test {
     }
   }
 
+  // Runs attnrun with `extra` and checks out/lse against the fp64 oracle of
+  // tests/reference with the options `opt` that the flags stand for (DESIGN
+  // §1 accuracy). Returns the oracle.
+  attn::ref::softmax_result expect_matches_oracle(const problem& p,
+                                                  const std::vector<std::string>& extra,
+                                                  const attn::softmax_options& opt) const {
+    const attn::ref::softmax_result want = attn::ref::softmax_attention(
+        attn::bshd<const float>(p.q.data(), p.b, p.nq, p.hq, p.dk),
+        attn::bshd<const float>(p.k.data(), p.b, p.nk, p.hkv, p.dk),
+        attn::bshd<const float>(p.v.data(), p.b, p.nk, p.hkv, p.dv), opt);
+    const run_result r = run(softmax_args(extra));
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.err, "");
+    if (r.code != 0) return want;
+    const npy::array out = npy::read(path("out.npy"));
+    const npy::array lse = npy::read(path("lse.npy"));
+    EXPECT_EQ(out.shape, (std::vector<std::int64_t>{p.b, p.nq, p.hq, p.dv}));
+    EXPECT_EQ(lse.shape, (std::vector<std::int64_t>{p.b, p.nq, p.hq}));
+    if (out.floats().size() != want.out.size() || lse.floats().size() != want.lse.size()) {
+      ADD_FAILURE() << "out or lse of the wrong size";
+      return want;
+    }
+    EXPECT_LE(relative_frobenius(out.floats(), want.out), 1e-5);
+    for (std::size_t i = 0; i < want.out.size(); ++i)
+      EXPECT_NEAR(out.floats()[i], want.out[i], 1e-4 * want.max_abs_v) << "out element " << i;
+    for (std::size_t i = 0; i < want.lse.size(); ++i) {
+      const double got = lse.floats()[i], ref = want.lse[i];
+      if (std::isinf(ref)) {
+        EXPECT_EQ(got, ref) << "lse row " << i;
+      } else {
+        EXPECT_NEAR(got, ref, 1e-5 * (1 + std::abs(ref))) << "lse row " << i;
+      }
+    }
+    return want;
+  }
+
   // A failed run: non-zero exit, exactly one "attnrun: ..." line on stderr
   // containing `word`, nothing on stdout, and no output (or temporary) file.
   void expect_failure(const std::vector<std::string>& args, const std::string& word,
                       int code = -1) const {
+    expect_failure_mentioning(args, {word}, code);
+  }
+
+  // The same, with a message containing every one of `words`.
+  void expect_failure_mentioning(const std::vector<std::string>& args,
+                                 const std::vector<std::string>& words, int code = -1) const {
     const run_result r = run(args);
-    EXPECT_NE(r.code, 0) << "expected a failure mentioning '" << word << "'";
+    EXPECT_NE(r.code, 0) << "expected a failure mentioning '" << words.front() << "'";
     if (code >= 0) {
       EXPECT_EQ(r.code, code) << r.err;
     }
@@ -569,7 +611,8 @@ class AttnrunTest : public temp_dir_test {
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "not one line: " << r.err;
     EXPECT_TRUE(r.err.ends_with('\n')) << r.err;
     EXPECT_TRUE(r.err.starts_with("attnrun: ")) << r.err;
-    EXPECT_TRUE(contains_nocase(r.err, word)) << "expected '" << word << "' in: " << r.err;
+    for (const std::string& word : words)
+      EXPECT_TRUE(contains_nocase(r.err, word)) << "expected '" << word << "' in: " << r.err;
     EXPECT_FALSE(fs::exists(path("out.npy"))) << "a failed run wrote --out; stderr: " << r.err;
     EXPECT_FALSE(fs::exists(path("lse.npy"))) << "a failed run wrote --lse; stderr: " << r.err;
     for (const auto& name : entries())
@@ -658,7 +701,8 @@ TEST_F(AttnrunTest, HelpPrintsUsage) {
   const run_result r = run({"--help"});
   EXPECT_EQ(r.code, 0);
   EXPECT_TRUE(contains_nocase(r.out, "usage")) << r.out;
-  EXPECT_TRUE(contains_nocase(r.out, "--variant")) << r.out;
+  for (const char* flag : {"--variant", "--window", "--softcap", "--alibi", "--bias", "--doc"})
+    EXPECT_TRUE(contains_nocase(r.out, flag)) << flag << " is missing from: " << r.out;
   EXPECT_EQ(r.err, "");
 }
 
@@ -799,9 +843,9 @@ TEST_F(AttnrunBadInput, VariantsNotImplementedYet) {
 
 TEST_F(AttnrunBadInput, FlagsOfLaterIssuesAreNotSupportedYet) {
   const std::vector<std::vector<std::string>> later = {
-      {"--softcap", "30"},    {"--alibi"},       {"--bias", "b.npy"},
-      {"--doc", "d.npy"},  {"--kernel", "7"}, {"--topk", "2"},
-      {"--normalize"},     {"--dv", "4"}};
+      {"--kernel", "7"},    {"--dilation", "2"},   {"--stride", "1"}, {"--causal-dims", "0"},
+      {"--block", "16,16"}, {"--layout", "l.npy"}, {"--topk", "2"},   {"--feature", "relu"},
+      {"--normalize"},      {"--decay", "d.npy"},  {"--dv", "4"}};
   for (const auto& flag : later)
     expect_failure(softmax_args(flag), flag[0] + " is not supported yet", exit_usage);
 }
@@ -840,6 +884,144 @@ TEST_F(AttnrunBadInput, BadWindowAndSinkTokens) {
   expect_failure(softmax_args({"--sink-tokens", "-1", "--window", "3,0"}), "--sink-tokens",
                  exit_usage);
   expect_failure(softmax_args({"--sink-tokens", "4"}), "sink_tokens", exit_failure);
+}
+
+}  // namespace
+
+namespace {
+
+// --softcap, --alibi, --bias and --doc against the fp64 oracle of tests/reference.
+
+// A (Nk,) int32 .npy of document ids, written byte by byte.
+void write_ids(const fs::path& p, const std::vector<std::int32_t>& ids) {
+  write_bytes(p, npy_bytes(f4_dict("(" + std::to_string(ids.size()) + ",)", "<i4"), le_bytes(ids)));
+}
+
+// Deterministic N(0, sigma^2) values.
+std::vector<float> normal_values(std::size_t n, float sigma, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> normal(0.0f, sigma);
+  std::vector<float> x(n);
+  for (float& e : x) e = normal(gen);
+  return x;
+}
+
+TEST_F(AttnrunTest, SoftcapAlibiAndWindowMatchTheOracle) {
+  const problem p(2, 20, 27, 6, 3, 8, 6, 11);  // Hq = 6: ALiBi slopes of a non-power of two
+  write_problem(p);
+  attn::softmax_options opt;
+  opt.softcap = 1.5f;
+  opt.alibi = true;
+  opt.window = std::array<attn::index_t, 2>{6, 1};
+  expect_matches_oracle(p, {"--softcap", "1.5", "--alibi", "--window", "6,1"}, opt);
+  opt.window = std::array<attn::index_t, 2>{6, 0};
+  opt.causal = true;
+  opt.softcap = 0.75f;
+  expect_matches_oracle(p, {"--softcap=0.75", "--alibi", "--window=6,0", "--causal"}, opt);
+}
+
+TEST_F(AttnrunTest, BiasPerHeadAndPerBatchMatchesTheOracle) {
+  const problem p(2, 9, 13, 4, 2, 8, 8, 12);
+  write_problem(p);
+  for (const std::vector<std::int64_t>& shape :
+       {std::vector<std::int64_t>{1, p.hq, p.nq, p.nk},
+        std::vector<std::int64_t>{p.b, 1, p.nq, p.nk},
+        std::vector<std::int64_t>{p.b, p.hq, p.nq, p.nk}}) {
+    SCOPED_TRACE("bias shape " + npy::shape_string(shape));
+    const std::vector<float> bias = normal_values(
+        static_cast<std::size_t>(shape[0] * shape[1] * shape[2] * shape[3]), 2.0f, 13);
+    npy::write_f32(path("bias.npy"), shape, bias);
+    attn::softmax_options opt;
+    opt.bias = attn::bshd<const float>(bias.data(), shape[0], shape[1], shape[2], shape[3]);
+    expect_matches_oracle(p, {"--bias", path("bias.npy").string()}, opt);
+    opt.causal = true;
+    opt.softcap = 2.0f;
+    expect_matches_oracle(p, {"--bias", path("bias.npy").string(), "--causal", "--softcap", "2"},
+                          opt);
+  }
+}
+
+TEST_F(AttnrunTest, DocumentIdsMatchTheOracle) {
+  // Documents of 5, 1 and 11 keys (any int32 ids); Nq = 13 < Nk = 17, so the
+  // queries take the ids of keys 4..16 and start inside the first document.
+  const problem p(2, 13, 17, 4, 2, 8, 6, 14);
+  write_problem(p);
+  std::vector<std::int32_t> ids(5, 7);
+  ids.push_back(3);
+  ids.insert(ids.end(), 11, -9);
+  write_ids(path("doc.npy"), ids);
+  const std::string doc = path("doc.npy").string();
+  attn::softmax_options opt;
+  opt.document_ids = ids;
+  opt.causal = true;
+  expect_matches_oracle(p, {"--doc", doc, "--causal"}, opt);
+  opt.causal = false;
+  expect_matches_oracle(p, {"--doc", doc}, opt);
+  opt.window = std::array<attn::index_t, 2>{3, 2};
+  opt.alibi = true;
+  expect_matches_oracle(p, {"--doc", doc, "--window", "3,2", "--alibi"}, opt);
+
+  // --repeat counts only the pairs the documents (and the window) allow.
+  const attn::ref::softmax_result want = attn::ref::softmax_attention(
+      attn::bshd<const float>(p.q.data(), p.b, p.nq, p.hq, p.dk),
+      attn::bshd<const float>(p.k.data(), p.b, p.nk, p.hkv, p.dk),
+      attn::bshd<const float>(p.v.data(), p.b, p.nk, p.hkv, p.dv), opt);
+  double pairs = 0;
+  for (attn::index_t n : want.keys) pairs += static_cast<double>(n);
+  const run_result r = run(softmax_args({"--doc", doc, "--window", "3,2", "--repeat", "2"}));
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::regex json(
+      R"(^\{\s*"median_s"\s*:\s*([-+0-9.eE]+)\s*,\s*"gflops"\s*:\s*([-+0-9.eE]+)\s*\}\n$)");
+  std::smatch m;
+  ASSERT_TRUE(std::regex_match(r.out, m, json)) << r.out;
+  const double flops = pairs * 2 * static_cast<double>(p.dk + p.dv);
+  EXPECT_NEAR(std::stod(m[2].str()) * 1e9 * std::stod(m[1].str()), flops, 1e-3 * flops);
+}
+
+TEST_F(AttnrunBadInput, BadSoftcapAndAlibi) {
+  for (const char* value : {"0", "-1", "nan", "inf", "abc", "1.5x"})
+    expect_failure(softmax_args({"--softcap", value}), "--softcap", exit_usage);
+  expect_failure(softmax_args({"--alibi=yes"}), "--alibi", exit_usage);
+}
+
+TEST_F(AttnrunBadInput, BiasOfTheWrongShapeOrDtype) {
+  // The fixture's problem: B = 1, Nq = Nk = 4, Hq = 2.
+  const std::string bias = path("bias.npy").string();
+  for (const std::vector<std::int64_t>& shape :
+       {std::vector<std::int64_t>{1, 2, 4, 3}, std::vector<std::int64_t>{1, 2, 3, 4},
+        std::vector<std::int64_t>{1, 3, 4, 4}, std::vector<std::int64_t>{2, 2, 4, 4}}) {
+    npy::write_f32(
+        bias, shape,
+        std::vector<float>(static_cast<std::size_t>(shape[0] * shape[1] * shape[2] * shape[3])));
+    expect_failure_mentioning(softmax_args({"--bias", bias}), {"--bias", "shape"}, exit_failure);
+  }
+  npy::write_f32(bias, std::vector<std::int64_t>{2, 4, 4}, std::vector<float>(32));
+  expect_failure_mentioning(softmax_args({"--bias", bias}), {"--bias", "rank"}, exit_failure);
+  write_bytes(bias, npy_bytes(f4_dict("(1, 2, 4, 4)", "<i4"), std::string(4 * 32, '\0')));
+  expect_failure_mentioning(softmax_args({"--bias", bias}), {"--bias", "dtype '<i4'"},
+                            exit_failure);
+  fs::remove(bias);
+  expect_failure_mentioning(softmax_args({"--bias", bias}), {"--bias", "bias.npy"}, exit_failure);
+}
+
+TEST_F(AttnrunBadInput, BadDocumentIds) {
+  const std::string doc = path("doc.npy").string();
+  write_ids(doc, {0, 0, 1});
+  expect_failure_mentioning(softmax_args({"--doc", doc}), {"--doc", "shape"}, exit_failure);
+  write_ids(doc, {0, 0, 1, 1, 1});
+  expect_failure_mentioning(softmax_args({"--doc", doc}), {"--doc", "shape"}, exit_failure);
+  write_bytes(doc, npy_bytes(f4_dict("(2, 2)", "<i4"), le_bytes(std::vector<std::int32_t>(4))));
+  expect_failure_mentioning(softmax_args({"--doc", doc}), {"--doc", "rank"}, exit_failure);
+  npy::write_f32(doc, std::vector<std::int64_t>{4}, std::vector<float>{0, 0, 1, 1});
+  expect_failure_mentioning(softmax_args({"--doc", doc}), {"--doc", "dtype '<f4'"}, exit_failure);
+  write_ids(doc, {0, 0, 1, 0});
+  expect_failure_mentioning(softmax_args({"--doc", doc, "--causal"}), {"--doc", "contiguous"},
+                            exit_failure);
+  // Queries take the ids of the last Nq keys: Nq > Nk has no ids for them.
+  const problem more_queries(1, 6, 4, 2, 2, 8, 8);
+  npy::write_f32(path("q.npy"), more_queries.q_shape(), more_queries.q);
+  write_ids(doc, {0, 0, 1, 1});
+  expect_failure_mentioning(softmax_args({"--doc", doc}), {"--doc", "Nq <= Nk"}, exit_failure);
 }
 
 }  // namespace
