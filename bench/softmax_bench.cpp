@@ -139,30 +139,6 @@ void decode_args(benchmark::internal::Benchmark* b) {
   b->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 
-// Sliding window {W - 1, 0} at N = 16384, H = 8, beside dense causal (W = 0)
-// in the same run: speed of light = (t_causal / t_window) / (causal pairs /
-// window pairs). Args: N, d, W, threads.
-void window_attn(benchmark::State& state) {
-  const auto n = state.range(0), d = state.range(1), w = state.range(2);
-  const int threads = static_cast<int>(state.range(3));
-  problem p(1, n, n, prefill_heads, prefill_heads, d, d);
-  attn::softmax_options opt;
-  opt.causal = true;
-  if (w > 0) opt.window = std::array<attn::index_t, 2>{w - 1, 0};
-  for (auto _ : state) {
-    attn::attention(p.qv(), p.kv(), p.vv(), p.outv(), p.lsev(), opt, attn::openmp{threads});
-    benchmark::DoNotOptimize(p.out.data());
-  }
-  attn::bench::set_flops(state, attn::bench::attention_flops(1, n, n, prefill_heads, d, d, opt));
-  state.counters["pairs"] = attn::bench::allowed_pairs(n, n, opt);
-}
-BENCHMARK(window_attn)
-    ->ArgNames({"N", "d", "W", "threads"})
-    ->Args({16384, 128, 0, 2})
-    ->Args({16384, 128, 1024, 2})
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime();
-
 // attn on every SIMD backend of this build but scalar and SSE: the native one
 // and, on an AVX-512 machine, its AVX2 code path too.
 template <class... B>

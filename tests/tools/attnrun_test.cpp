@@ -495,7 +495,10 @@ class AttnrunTest : public temp_dir_test {
  protected:
   run_result run(const std::vector<std::string>& args) const {
     std::string cmd = shell_quote(ATTNRUN_PATH);
-    for (const auto& a : args) cmd += " " + shell_quote(a);
+    for (const auto& a : args) {
+      cmd += ' ';
+      cmd += shell_quote(a);
+    }
     cmd += " >" + shell_quote(path("stdout.txt").string()) + " 2>" +
            shell_quote(path("stderr.txt").string());
     const int status = std::system(cmd.c_str());

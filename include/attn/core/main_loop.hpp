@@ -318,21 +318,28 @@ void attend_tile(const softmax_problem& p, const Mask& mask, const Modifier& mod
     hi = std::max(hi, std::min(range.end, key_hi));
   }
 
+  // The part of keys [a, b) kv head `kv` visits ([j0, j1), clipped to the
+  // mask's key range) and its kind.
+  auto classify_tile = [&](index_t kv, index_t a, index_t b, index_t& j0, index_t& j1) {
+    const query_block qb = block_of(kv);
+    const key_range range = mask.keys(qb);
+    j0 = std::max({a, lo, range.begin});
+    j1 = std::min({b, hi, range.end});
+    return j1 <= j0 ? tile_kind::empty : mask.classify(qb, j0, j1);
+  };
+
   for (index_t tile = lo / tile_keys * tile_keys; tile < hi; tile += tile_keys) {
-    const index_t next = std::min(tile + 2 * tile_keys, hi) - (tile + tile_keys);
     for (index_t kv = 0; kv < t.kv_heads; ++kv) {
       const index_t g = t.g0 + kv;
-      if (next > 0) {  // start this head's next tile on its way from memory
-        prefetch_rows(p.k.row(t.b, tile + tile_keys, g), p.k.stride[1], next, ws.dk * p.k.stride[3]);
-        prefetch_rows(p.v.row(t.b, tile + tile_keys, g), p.v.stride[1], next, ws.dv * p.v.stride[3]);
+      index_t j0, j1, n0, n1;
+      const tile_kind kind = classify_tile(kv, tile, tile + tile_keys, j0, j1);
+      // Start this head's next visited tile on its way from memory.
+      if (classify_tile(kv, tile + tile_keys, tile + 2 * tile_keys, n0, n1) != tile_kind::empty) {
+        prefetch_rows(p.k.row(t.b, n0, g), p.k.stride[1], n1 - n0, ws.dk * p.k.stride[3]);
+        prefetch_rows(p.v.row(t.b, n0, g), p.v.stride[1], n1 - n0, ws.dv * p.v.stride[3]);
       }
-      const query_block qb = block_of(kv);
-      const key_range range = mask.keys(qb);
-      const index_t j0 = std::max({tile, lo, range.begin});
-      const index_t j1 = std::min({tile + tile_keys, hi, range.end});
-      if (j1 <= j0) continue;
-      const tile_kind kind = mask.classify(qb, j0, j1);
       if (kind == tile_kind::empty) continue;
+      const query_block qb = block_of(kv);
       const index_t keys = j1 - j0;
       float* ok = o + kv * rows * ldo;  // (rows, ldo) this kv head's accumulator
 

@@ -70,7 +70,10 @@ inline std::string dims(std::initializer_list<std::pair<const char*, index_t>> n
     if (!first) s += ", ";
     first = false;
     s += n;
-    if (value >= 0) s += "=" + std::to_string(value);
+    if (value >= 0) {
+      s += '=';
+      s += std::to_string(value);
+    }
   }
   return s + ")";
 }

@@ -101,16 +101,27 @@ struct score_bias {
 
 // A user score function (s, b, h, i, j) -> s in natural-log units
 // (FlexAttention's score_mod), called once per pair of every visited tile.
+// Each column's head and position are looked up once per tile, so the inner
+// loop over a key row is the call alone.
 template <class F>
 struct score_function {
   F fn;
 
   template <class B>
   void apply(const score_tile_ref& t) const {
+    thread_local std::vector<index_t> columns;
+    columns.resize(static_cast<std::size_t>(2 * t.columns()));
+    index_t* head = columns.data();
+    index_t* position = columns.data() + t.columns();
+    for (index_t c = 0; c < t.columns(); ++c) {
+      head[c] = t.head(c);
+      position[c] = t.position(c);
+    }
     for (index_t j = 0; j < t.keys; ++j) {
       float* row = t.st + j * t.ldq;
+      const index_t key = t.j0 + j;
       for (index_t c = 0; c < t.columns(); ++c)
-        row[c] = detail::log2e * fn(row[c] * detail::ln2, t.b, t.head(c), t.position(c), t.j0 + j);
+        row[c] = detail::log2e * fn(row[c] * detail::ln2, t.b, head[c], position[c], key);
     }
   }
 };
