@@ -99,6 +99,60 @@ def main(path):
                     f"{ms(naive) / ms(b):.2f}" if naive else "–"]
             print("| " + " | ".join(cols) + " |")
 
+    masks(by_key)
+
+
+def masks(by_key):
+    """Tables of bench/mask_bench.cpp: speed of light against dense causal."""
+    def get(family, **args):
+        return by_key.get((family, tuple(sorted((k, str(v)) for k, v in args.items()))))
+
+    def gflops(b):
+        return b["GFLOP/s"] / 1e9 if b["GFLOP/s"] > 1e6 else b["GFLOP/s"]
+
+    def sol(masked, causal):  # (t_causal / t_masked) / (causal pairs / masked pairs)
+        return (ms(causal) / ms(masked)) / (causal["pairs"] / masked["pairs"])
+
+    windows = sorted({(int(dict(k)["d"]), int(dict(k)["W"])) for f, k in by_key if f == "window_attn"})
+    if windows:
+        print("\nSliding window {W-1, 0} against dense causal, N=16384, H=8, 2 threads "
+              "(median ms; speed of light = (t_causal / t_window) / (causal pairs / window pairs))\n")
+        print("| d | W | window ms | GFLOP/s | causal ms | causal GFLOP/s | speed of light |")
+        print("|---|---|---|---|---|---|---|")
+        for d, w in windows:
+            b, c = get("window_attn", N=16384, d=d, W=w), get("window_attn", N=16384, d=d, W=0)
+            if w == 0 or not c:
+                continue
+            print(f"| {d} | {w} | {ms(b):.1f} | {gflops(b):.1f} | {ms(c):.0f} | {gflops(c):.1f} | "
+                  f"{sol(b, c):.2f} |")
+    docs = sorted({int(dict(k)["d"]) for f, k in by_key if f == "document_attn"})
+    if docs:
+        print("\nPacked documents (8 seeded random lengths summing to 16384, causal inside each), "
+              "H=8, 2 threads (median ms)\n")
+        print("| d | one call with document ids | 8 separate causal calls | ratio | "
+              "GFLOP/s | dense causal ms | speed of light |")
+        print("|---|---|---|---|---|---|---|")
+        for d in docs:
+            b, sep = get("document_attn", N=16384, d=d), get("document_separate_calls", N=16384, d=d)
+            c = get("window_attn", N=16384, d=d, W=0)
+            print(f"| {d} | {ms(b):.1f} | {ms(sep):.1f} | {ms(b) / ms(sep):.2f} | {gflops(b):.1f} | "
+                  + (f"{ms(c):.0f} | {sol(b, c):.2f} |" if c else "– | – |"))
+    mods = sorted({int(dict(k)["mode"]) for f, k in by_key if f == "modifier_attn"})
+    if mods:
+        names = {0: "plain causal", 1: "softcap 30", 2: "ALiBi", 3: "softcap 30 + ALiBi"}
+        print("\nScore modifiers on causal attention, N=4096, d=128, H=8, 2 threads (median ms)\n")
+        print("| modifier | ms | GFLOP/s | time / plain causal |")
+        print("|---|---|---|---|")
+        plain = get("modifier_attn", N=4096, d=128, mode=0)
+        for m in mods:
+            b = get("modifier_attn", N=4096, d=128, mode=m)
+            print(f"| {names[m]} | {ms(b):.1f} | {gflops(b):.1f} | {ms(b) / ms(plain):.3f} |")
+    builtin, user = get("user_mask_attn", N=16384, d=128, user=0), get("user_mask_attn", N=16384, d=128, user=1)
+    if builtin and user:
+        print("\nThe same causal window 2048 + ALiBi, N=16384, d=128, H=8, 2 threads: built-in options "
+              f"{ms(builtin):.0f} ms, user-written predicate + classifier + score function "
+              f"{ms(user):.0f} ms ({ms(user) / ms(builtin):.2f}x)")
+
 
 if __name__ == "__main__":
     main(sys.argv[1] if len(sys.argv) > 1 else "bench.json")

@@ -15,20 +15,38 @@
 // built-in converts its natural-log definition with log2(e).
 namespace attn {
 
+// Runs per-vector score transforms over a tile in one pass: for each key row
+// and each vector of columns, x <- f(x, first column, key) for each f in
+// order. A transform comes from a modifier's lanes<B>(tile).
+template <class B, class... F>
+void map_scores(const score_tile_ref& t, const F&... f) {
+  constexpr index_t W = static_cast<index_t>(B::width);
+  for (index_t j = 0; j < t.keys; ++j) {
+    float* row = t.st + j * t.ldq;
+    const auto key = B::broadcast(static_cast<float>(t.j0 + j));
+    for (index_t c = 0; c < t.ldq; c += W) {
+      auto x = B::load(row + c);
+      ((x = f(x, c, key)), ...);
+      B::store(row + c, x);
+    }
+  }
+}
+
 // Softcap (Gemma 2, Grok): s <- cap * tanh(s / cap). With t = s log2(e) and
 // c = cap log2(e) it reads the same in log2 units: t <- c tanh(t / c).
 struct softcap {
   float cap;  // > 0
 
   template <class B>
+  auto lanes(const score_tile_ref&) const {
+    const float c = cap * detail::log2e;
+    return [c = B::broadcast(c), inverse = B::broadcast(1.0f / c)](auto x, index_t, auto) {
+      return B::mul(c, B::tanh(B::mul(x, inverse)));
+    };
+  }
+  template <class B>
   void apply(const score_tile_ref& t) const {
-    constexpr index_t W = static_cast<index_t>(B::width);
-    const auto c = B::broadcast(cap * detail::log2e), inverse = B::broadcast(1.0f / (cap * detail::log2e));
-    for (index_t j = 0; j < t.keys; ++j) {
-      float* row = t.st + j * t.ldq;
-      for (index_t col = 0; col < t.ldq; col += W)
-        B::store(row + col, B::mul(c, B::tanh(B::mul(B::load(row + col), inverse))));
-    }
+    map_scores<B>(t, lanes<B>(t));
   }
 };
 
@@ -37,10 +55,10 @@ struct softcap {
 struct alibi {
   const float* slopes;  // (Hq)
 
+  // Per column: -slope * log2(e) and the key position of its query, valid
+  // until the next call on this thread.
   template <class B>
-  void apply(const score_tile_ref& t) const {
-    constexpr index_t W = static_cast<index_t>(B::width);
-    // Per column: -slope * log2(e) and the key position of its query.
+  auto lanes(const score_tile_ref& t) const {
     thread_local std::vector<float> columns;
     columns.assign(static_cast<std::size_t>(2 * t.ldq), 0.0f);
     float* neg_slope = columns.data();
@@ -49,16 +67,15 @@ struct alibi {
       neg_slope[c] = -slopes[t.head(c)] * detail::log2e;
       position[c] = static_cast<float>(t.position(c) + t.offset);
     }
-    const auto zero = B::zero();
-    for (index_t j = 0; j < t.keys; ++j) {
-      float* row = t.st + j * t.ldq;
-      const auto key = B::broadcast(static_cast<float>(t.j0 + j));
-      for (index_t c = 0; c < t.ldq; c += W) {
-        const auto distance = B::sub(B::load(position + c), key);
-        const auto abs_distance = B::max(distance, B::sub(zero, distance));
-        B::store(row + c, B::fma(B::load(neg_slope + c), abs_distance, B::load(row + c)));
-      }
-    }
+    return [neg_slope, position](auto x, index_t c, auto key) {
+      const auto distance = B::sub(B::load(position + c), key);
+      const auto abs_distance = B::max(distance, B::sub(B::zero(), distance));
+      return B::fma(B::load(neg_slope + c), abs_distance, x);
+    };
+  }
+  template <class B>
+  void apply(const score_tile_ref& t) const {
+    map_scores<B>(t, lanes<B>(t));
   }
 };
 

@@ -133,8 +133,12 @@ struct option_modifiers {
 
   template <class B>
   void apply(const score_tile_ref& t) const {
-    if (cap) softcap{*cap}.apply<B>(t);
-    if (!slopes.empty()) alibi{slopes.data()}.apply<B>(t);
+    if (cap && !slopes.empty())  // one pass over the tile for both
+      map_scores<B>(t, softcap{*cap}.lanes<B>(t), alibi{slopes.data()}.lanes<B>(t));
+    else if (cap)
+      softcap{*cap}.apply<B>(t);
+    else if (!slopes.empty())
+      alibi{slopes.data()}.apply<B>(t);
     if (!bias.empty()) score_bias{bias}.apply<B>(t);
   }
 };
