@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cstdint>
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -42,6 +43,8 @@ struct case_spec {
   index_t nq, nk, hq, hkv, d;
   bool causal;
   attn::index_t window = 0;  // > 0: sliding window {window - 1, 0}
+  attn::index_t documents = 0;  // > 0: that many packed documents of equal length
+  bool softcap_alibi = false;   // softcap 30 and ALiBi
 };
 
 void run_case(const case_spec& c, int threads) {
@@ -56,6 +59,14 @@ void run_case(const case_spec& c, int threads) {
   attn::softmax_options opt;
   opt.causal = c.causal;
   if (c.window > 0) opt.window = std::array<index_t, 2>{c.window - 1, 0};
+  std::vector<std::int32_t> ids;
+  for (index_t j = 0; j < c.nk && c.documents > 0; ++j)
+    ids.push_back(static_cast<std::int32_t>(j * c.documents / c.nk));
+  opt.document_ids = ids;
+  if (c.softcap_alibi) {
+    opt.softcap = 30.0f;
+    opt.alibi = true;
+  }
 
   const double t_attn = median_seconds(
       [&] {
@@ -105,9 +116,11 @@ int main() {
       {"prefill N=1024 Hq=32 Hkv=8 d=128 causal", 1024, 1024, 32, 8, 128, true},
       {"decode Nkv=4096 Hq=32 Hkv=8 d=128", 1, 4096, 32, 8, 128, false},
       {"prefill N=2048 H=8 d=64 window 256", 2048, 2048, 8, 8, 64, true, 256},
+      {"prefill N=2048 H=8 d=64 8 docs causal", 2048, 2048, 8, 8, 64, true, 0, 8},
+      {"prefill N=1024 H=8 d=128 causal cap ALiBi", 1024, 1024, 8, 8, 128, true, 0, 0, true},
   };
   for (const case_spec& c : cases) run_case(c, threads);
-  std::printf("\nOther variants (composable masks, neighborhood, block-sparse, linear, "
-              "latent) are not implemented yet.\n");
+  std::printf("\nOther variants (neighborhood, block-sparse, linear, latent) are not "
+              "implemented yet.\n");
   return 0;
 }

@@ -3,7 +3,11 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
+#include <cstdlib>
 #include <limits>
+#include <span>
+#include <vector>
 
 #include <Eigen/Core>
 
@@ -13,7 +17,8 @@
 // The baseline every benchmark is compared with: attention as three Eigen
 // operations per head (S = scale Q K^T, row softmax, O = P V), materialising
 // the Nq x Nk score matrix, the way a user would write it without a fused
-// kernel. Contiguous BSHD inputs only.
+// kernel, with the options' modifiers and masks applied to the full matrix.
+// Contiguous BSHD inputs only.
 namespace attn::bench {
 
 using row_matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -27,8 +32,18 @@ inline void naive_eigen_attention(view4<const float> q, view4<const float> k,
   const index_t nk = k.extent[1], hkv = k.extent[2], dv = v.extent[3];
   const float scale = 1.0f / std::sqrt(static_cast<float>(dk));
   const index_t off = nk - nq;
-  const window_mask mask = window_mask_of(opt, off);
+  std::vector<float> slopes;
+  if (opt.alibi_slopes)
+    slopes.assign(opt.alibi_slopes, opt.alibi_slopes + hq);
+  else if (opt.alibi)
+    slopes = alibi_slopes(hq);
   scores.resize(nq, nk);
+  // Masks by the library's own predicates, pair by pair over the full matrix.
+  auto remove_masked = [&](const auto& mask, index_t b, index_t h) {
+    for (index_t i = 0; i < nq; ++i)
+      for (index_t j = 0; j < nk; ++j)
+        if (!mask.allowed(b, h, i, j)) scores(i, j) = -std::numeric_limits<float>::infinity();
+  };
   for (index_t b = 0; b < batch; ++b)
     for (index_t h = 0; h < hq; ++h) {
       const index_t g = h / (hq / hkv);
@@ -37,10 +52,27 @@ inline void naive_eigen_attention(view4<const float> q, view4<const float> k,
       const strided_map vh(v.row(b, 0, g), nk, dv, Eigen::OuterStride<>(v.stride[1]));
       strided_out oh(out.row(b, 0, h), nq, dv, Eigen::OuterStride<>(out.stride[1]));
       scores.noalias() = scale * qh * kh.transpose();
-      if (opt.causal || opt.window)
+      if (opt.softcap) scores = *opt.softcap * (scores.array() / *opt.softcap).tanh().matrix();
+      if (!slopes.empty())
         for (index_t i = 0; i < nq; ++i)
           for (index_t j = 0; j < nk; ++j)
-            if (!mask.allowed(b, h, i, j)) scores(i, j) = -std::numeric_limits<float>::infinity();
+            scores(i, j) -= slopes[static_cast<std::size_t>(h)] * static_cast<float>(std::abs(i + off - j));
+      if (!opt.bias.empty())
+        for (index_t i = 0; i < nq; ++i)
+          for (index_t j = 0; j < nk; ++j)
+            scores(i, j) += opt.bias(opt.bias.extent[0] == 1 ? 0 : b, opt.bias.extent[1] == 1 ? 0 : h, i, j);
+      if (!opt.document_ids.empty()) {
+        const std::span<const std::int32_t> ids = opt.document_ids;
+        remove_masked(mask_from([&, window = window_mask_of(opt, off)](index_t bb, index_t hh, index_t i,
+                                                                      index_t j) {
+                        return ids[i + off] == ids[j] && window.allowed(bb, hh, i, j);
+                      }),
+                      b, h);
+      }
+      else if (opt.prefix_lm)
+        remove_masked(prefix_lm_mask{off, *opt.prefix_lm}, b, h);
+      else if (opt.causal || opt.window)
+        remove_masked(window_mask_of(opt, off), b, h);
       const Eigen::VectorXf row_max = scores.rowwise().maxCoeff();
       scores = (scores.colwise() - row_max).array().exp().matrix();
       const Eigen::VectorXf row_sum = scores.rowwise().sum();
