@@ -1,9 +1,9 @@
 // SPDX-FileCopyrightText: 2026 The attn authors
 // SPDX-License-Identifier: Apache-2.0
-//
 // A mask and a score modifier of your own, fused into the tiled kernel: a dilated causal
 // window (every 2nd key, 512 back) with a per-head relative-position bias (T5-style buckets).
 //   g++ -std=c++20 -O2 -march=native -fopenmp 03_write_your_own_mask.cpp
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <vector>
@@ -25,9 +25,9 @@ int main() {
     const bool outside = j0 > qb.i_end - 1 || j1 - 1 <= qb.i_begin - reach;
     return outside ? attn::tile_kind::empty : attn::tile_kind::partial;
   };
-  // The modifier: s + bias[h][bucket(i - j)], in natural-log units.
+  // The modifier: s + bias[h][bucket(i - j)], natural-log units; it also sees pairs the mask drops.
   auto relative_bias = [&](float s, index_t, index_t h, index_t i, index_t j) {
-    return s + bias[h * 32 + std::min<index_t>(31, (i - j) / 16)];
+    return s + bias[h * 32 + std::clamp<index_t>((i - j) / 16, 0, 31)];
   };
   attn::attention(attn::bshd<const float>(q.data(), 1, n, heads, dim),
                   attn::bshd<const float>(k.data(), 1, n, heads, dim),

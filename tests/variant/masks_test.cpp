@@ -191,6 +191,36 @@ TYPED_TEST(MasksTest, DecodeWithGqaOverALongCache) {
   }
 }
 
+TYPED_TEST(MasksTest, NanStaysInsideItsDocumentAndBehindAMinusInfBias) {
+  const std::vector<std::int32_t> ids = documents({150, 170});
+  const problem s{1, 320, 320, 2, 1, 32};
+  for (int mode = 0; mode < 2; ++mode) {
+    inputs in(s, 9);
+    ref::inject_nan_row(in.v.view, 0, 200, 0);  // a value of the second document
+    // A key of the second document: a mask removes its NaN score, while a
+    // -inf bias cannot (NaN + -inf is NaN, as in the oracle), so only there.
+    if (mode == 0) ref::inject_nan(in.k.view, 0, 210, 0, 3);
+    ref::tensor4 bias = ref::filled<4>({1, 1, s.nq, s.nk}, ref::bshd_memory, 0.0f);
+    attn::softmax_options opt;
+    if (mode == 0) {
+      opt.document_ids = ids;
+      opt.causal = true;
+    } else {  // the same pairs removed by a -inf bias instead, on full tiles too
+      for (index_t i = 0; i < s.nq; ++i)
+        for (index_t j = 0; j < s.nk; ++j)
+          if (ids[i] != ids[j]) bias.view(0, 0, i, j) = -std::numeric_limits<float>::infinity();
+      opt.bias = bias.cview();
+    }
+    SCOPED_TRACE(describe(s, opt));
+    attn::attention<TypeParam>(in.q.cview(), in.k.cview(), in.v.cview(), in.out.view, in.lse.view, opt,
+                               attn::openmp{2});
+    const ref::softmax_result want = ref::softmax_attention(in.q.cview(), in.k.cview(), in.v.cview(), opt);
+    EXPECT_TRUE(ref::within_contract(in.out.cview(), in.lse.cview(), want));
+    for (index_t i = 0; i < 150; ++i)  // the first document never sees the NaN
+      for (index_t h = 0; h < s.hq; ++h) ASSERT_TRUE(std::isfinite(in.lse.view(0, i, h))) << i;
+  }
+}
+
 // ---------------------------------------------------------------------------
 // The mask and modifier API.
 

@@ -117,7 +117,8 @@ struct score_bias {
 };
 
 // A user score function (s, b, h, i, j) -> s in natural-log units
-// (FlexAttention's score_mod), called once per pair of every visited tile.
+// (FlexAttention's score_mod), called once per pair of every visited tile,
+// including pairs the mask then removes: it must accept any (b, h, i, j).
 // Each column's head and position are looked up once per tile, so the inner
 // loop over a key row is the call alone.
 template <class F>
