@@ -11,6 +11,7 @@
 #include "attn/mask/masks.hpp"
 #include "attn/mask/score_mods.hpp"
 #include "attn/variant/dense.hpp"
+#include "attn/variant/neighborhood.hpp"
 
 #define ATTN_VERSION_MAJOR 0
 #define ATTN_VERSION_MINOR 1

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstddef>
 #include <limits>
+#include <optional>
 #include <type_traits>
 #include <vector>
 
@@ -66,11 +67,13 @@ struct work_split {
   index_t splits;       // KV splits per item (1 unless work is scarce)
   index_t split_keys;   // keys per split, a multiple of the KV tile
 
-  work_split(const softmax_problem& p, std::size_t threads) {
+  // Query tiles of default_positions() tokens and KV tiles of kv_tile keys,
+  // unless the mask asks for its own tile shape.
+  work_split(const softmax_problem& p, std::size_t threads, std::optional<tile_shape> shape = {}) {
     const index_t rows = B::query_tile_rows;
     heads = std::min(p.group(), rows);
     head_chunks = ceil_div(p.group(), heads);
-    positions = std::max<index_t>(1, rows / heads);
+    positions = shape ? shape->positions : default_positions(p.group());
     query_tiles = ceil_div(p.nq(), positions);
     // Decode (one tile per kv head): one item walks the keys of every kv
     // head, so K and V stream from memory in their own order instead of as
@@ -79,6 +82,7 @@ struct work_split {
     kv_heads = (query_tiles == 1 && head_chunks == 1) ? p.hkv() : 1;
     tile_keys = B::kv_tile;
     while (tile_keys > 2 * B::score_keys && tile_keys * kv_heads > 2 * B::kv_tile) tile_keys /= 2;
+    if (shape) tile_keys = shape->keys;
     items = p.batch() * (p.hkv() / kv_heads) * head_chunks * query_tiles;
     // Split the keys when there are fewer items than twice the threads,
     // keeping at least two KV tiles per split.
@@ -91,6 +95,12 @@ struct work_split {
     splits = std::max<index_t>(1, ceil_div(p.nk(), split_keys));
   }
   index_t max_rows() const { return kv_heads * heads * positions; }
+  // Query positions per tile: the tile's rows are positions x (query heads of
+  // a GQA group, up to the row budget).
+  static index_t default_positions(index_t group) {
+    const index_t rows = B::query_tile_rows;
+    return std::max<index_t>(1, rows / std::min(group, rows));
+  }
 };
 
 // One work item's tile geometry. Rows are ordered kv head, position, head:
@@ -236,13 +246,17 @@ inline constexpr bool is_mask_and<mask_and<A, B>> = true;
 // Removes the disallowed pairs of a partial tile (never a finite penalty).
 // A band mask (causal, window, documents) names for each key the one run of
 // query positions that may see it, so a key row is masked with two fills;
-// an intersection masks with each side that is partial on this tile; any
-// other mask is asked pair by pair, rows walked as (position, head).
+// an intersection masks with each side that is partial on this tile; a mask
+// with its own remove_pairs (neighborhood) masks the tile itself; any other
+// mask is asked pair by pair, rows walked as (position, head).
 template <class Mask>
 void mask_tile(const Mask& mask, const query_block& qb, const tile_rows& t, index_t j0,
                index_t keys, float* st, index_t ldq) {
   constexpr float removed = -std::numeric_limits<float>::infinity();
-  if constexpr (!band_mask<Mask> && is_mask_and<Mask>) {
+  if constexpr (requires { mask.remove_pairs(qb, t.heads, j0, keys, st, ldq); }) {
+    mask.remove_pairs(qb, t.heads, j0, keys, st, ldq);  // the mask masks its own tiles
+    return;
+  } else if constexpr (!band_mask<Mask> && is_mask_and<Mask>) {
     if (mask.a.classify(qb, j0, j0 + keys) != tile_kind::full) mask_tile(mask.a, qb, t, j0, keys, st, ldq);
     if (mask.b.classify(qb, j0, j0 + keys) != tile_kind::full) mask_tile(mask.b, qb, t, j0, keys, st, ldq);
     return;
@@ -376,7 +390,7 @@ inline void store_row(const softmax_problem& p, index_t b, index_t i, index_t h,
 template <class B, class Mask, class Modifier, class Exec>
 void run_softmax(const softmax_problem& p, const Mask& mask, const Modifier& modifier,
                  const Exec& exec) {
-  const work_split<B> w(p, exec.concurrency());
+  const work_split<B> w(p, exec.concurrency(), tile_shape_of(mask));
   if (w.items == 0) return;
   constexpr index_t W = static_cast<index_t>(B::width);
   const index_t dvp = round_up(p.dv(), W);

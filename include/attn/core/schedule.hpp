@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <concepts>
 #include <limits>
+#include <optional>
 #include <utility>
 
 #include "attn/core/tensor.hpp"
@@ -66,6 +67,20 @@ struct no_mask {
   tile_kind classify(const query_block&, index_t, index_t) const { return tile_kind::full; }
   constexpr bool allowed(index_t, index_t, index_t, index_t) const { return true; }
 };
+
+// A mask that lays tokens out in tiles of its own (neighborhood attention's
+// spatial tiles) asks the work split for query tiles of `positions` tokens and
+// KV tiles of `keys` keys, both aligned to multiples of their size.
+struct tile_shape {
+  index_t positions, keys;
+};
+template <class M>
+std::optional<tile_shape> tile_shape_of(const M& m) {
+  if constexpr (requires { { m.tile_shape() } -> std::same_as<tile_shape>; })
+    return m.tile_shape();
+  else
+    return std::nullopt;
+}
 
 // Runs m.check(shape) when the mask has one (it throws attn::error on a
 // mismatch); the public entry calls it before any work starts.

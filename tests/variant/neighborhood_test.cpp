@@ -1,0 +1,198 @@
+// SPDX-FileCopyrightText: 2026 The attn authors
+// SPDX-License-Identifier: Apache-2.0
+
+// Neighborhood attention of rank 1, 2 and 3 (DESIGN §2) against the fp64
+// oracle built from the 1-D rule, on every backend.
+
+#include <gtest/gtest.h>
+
+#include <array>
+#include <string>
+#include <vector>
+
+#include "attn/attn.hpp"
+#include "reference/checks.hpp"
+#include "reference/neighborhood_reference.hpp"
+#include "reference/random.hpp"
+
+namespace {
+
+using attn::index_t;
+using attn::neighborhood_dim;
+namespace ref = attn::ref;
+
+// A (B, grid..., H, D) tensor with `pad` unused elements after every
+// dimension's extent (a strided view), filled with uniform values; the
+// padding holds NaN, which must never be read.
+template <std::size_t N>
+struct grid_tensor {
+  std::vector<float> storage;
+  attn::strided_view<float, N> view;
+  grid_tensor(ref::rng& g, const std::array<index_t, N>& extent, index_t pad, float fill_nan = true) {
+    view.extent = extent;
+    index_t pitch = 1;
+    for (std::size_t d = N; d-- > 0;) {
+      view.stride[d] = pitch;
+      pitch *= extent[d] + pad;
+    }
+    storage.assign(static_cast<std::size_t>(pitch), fill_nan ? std::nanf("") : 0.0f);
+    view.data = storage.data();
+    std::array<index_t, N> i{};
+    while (true) {
+      index_t off = 0;
+      for (std::size_t d = 0; d < N; ++d) off += i[d] * view.stride[d];
+      storage[static_cast<std::size_t>(off)] = g.uniform();
+      std::size_t d = N;
+      while (d-- > 0 && ++i[d] == extent[d]) i[d] = 0;
+      if (d == static_cast<std::size_t>(-1)) break;
+    }
+  }
+  attn::strided_view<const float, N> cview() const { return view; }
+};
+
+template <class Backend, std::size_t R, class Exec = attn::serial>
+void check(index_t batch, const std::array<index_t, R>& length, index_t hq, index_t hkv, index_t d,
+           const std::array<neighborhood_dim, R>& dims, const Exec& exec = {}) {
+  constexpr std::size_t N = R + 3;
+  std::string what = "grid";
+  for (std::size_t i = 0; i < R; ++i)
+    what += " L=" + std::to_string(length[i]) + " K=" + std::to_string(dims[i].kernel) + " D=" +
+            std::to_string(dims[i].dilation) + " S=" + std::to_string(dims[i].stride) +
+            (dims[i].causal ? " causal" : "");
+  SCOPED_TRACE(what + " Hq=" + std::to_string(hq) + " Hkv=" + std::to_string(hkv) + " d=" + std::to_string(d));
+  ref::rng g{static_cast<std::uint64_t>(13 + length[0] * 7 + d)};
+  auto extent = [&](index_t h, index_t last) {
+    std::array<index_t, N> e{};
+    e[0] = batch;
+    for (std::size_t i = 0; i < R; ++i) e[i + 1] = length[i];
+    e[N - 2] = h;
+    e[N - 1] = last;
+    return e;
+  };
+  const grid_tensor<N> q(g, extent(hq, d), 0), k(g, extent(hkv, d), 2), v(g, extent(hkv, d), 1);
+  grid_tensor<N> out(g, extent(hq, d), 1, false);
+  std::array<index_t, N - 1> lse_extent{};
+  for (std::size_t i = 0; i + 1 < N; ++i) lse_extent[i] = extent(hq, d)[i];
+  grid_tensor<N - 1> lse(g, lse_extent, 0, false);
+  attn::neighborhood_options<R> opt;
+  opt.dims = dims;
+  attn::neighborhood_attention<Backend>(q.cview(), k.cview(), v.cview(), out.view, lse.view, opt, exec);
+
+  const ref::softmax_result want = ref::neighborhood_attention<R>(q.cview(), k.cview(), v.cview(), dims);
+  ref::grid<R> grid;
+  grid.length = length;
+  const std::vector<float> out_flat = ref::flatten_grid<R>(out.cview(), grid);
+  // lse as a (B, grid, Hq, 1) view, flattened the same way.
+  attn::strided_view<const float, N> lse_n{lse.view.data, {}, {}};
+  for (std::size_t i = 0; i + 1 < N; ++i) {
+    lse_n.extent[i] = lse.view.extent[i];
+    lse_n.stride[i] = lse.view.stride[i];
+  }
+  lse_n.extent[N - 1] = 1;
+  lse_n.stride[N - 1] = 1;
+  const std::vector<float> lse_flat = ref::flatten_grid<R>(lse_n, grid);
+  const index_t tokens = grid.tokens();
+  EXPECT_TRUE(ref::within_contract(attn::bshd<const float>(out_flat.data(), batch, tokens, hq, d),
+                                   attn::bsh<const float>(lse_flat.data(), batch, tokens, hq), want));
+}
+
+template <class Backend>
+class NeighborhoodTest : public ::testing::Test {};
+TYPED_TEST_SUITE(NeighborhoodTest, ref::backend_types, ref::backend_name);
+
+TYPED_TEST(NeighborhoodTest, OneDimension) {
+  using T = TypeParam;
+  check<T, 1>(1, {37}, 2, 2, 16, {neighborhood_dim{5}});
+  check<T, 1>(2, {37}, 4, 2, 16, {neighborhood_dim{6}});                // even kernel, GQA
+  check<T, 1>(1, {37}, 2, 1, 8, {neighborhood_dim{5, 3}});              // dilation not dividing L
+  check<T, 1>(1, {40}, 2, 2, 8, {neighborhood_dim{7, 1, 3}});           // stride
+  check<T, 1>(1, {40}, 2, 2, 8, {neighborhood_dim{8, 1, 8}});           // stride = K: blocked
+  check<T, 1>(1, {41}, 2, 2, 8, {neighborhood_dim{9, 2, 3, true}});     // causal, dilated, strided
+  check<T, 1>(1, {23}, 2, 2, 8, {neighborhood_dim{23}});                // K = L: dense
+  check<T, 1>(1, {300}, 2, 2, 32, {neighborhood_dim{129}}, attn::openmp{2});
+}
+
+TYPED_TEST(NeighborhoodTest, TwoDimensions) {
+  using T = TypeParam;
+  check<T, 2>(1, {13, 17}, 2, 2, 16, {neighborhood_dim{5}, neighborhood_dim{3}});
+  check<T, 2>(2, {13, 17}, 4, 1, 16, {neighborhood_dim{5, 2}, neighborhood_dim{4, 1, 2}});  // GQA
+  check<T, 2>(1, {12, 10}, 2, 2, 8, {neighborhood_dim{3, 1, 1, true}, neighborhood_dim{5}});  // causal in X only
+  check<T, 2>(1, {5, 7}, 2, 2, 8, {neighborhood_dim{5}, neighborhood_dim{7}});  // L = K: dense
+  check<T, 2>(1, {24, 24}, 2, 2, 32, {neighborhood_dim{7, 3}, neighborhood_dim{7, 2, 7}}, attn::openmp{2});
+}
+
+TYPED_TEST(NeighborhoodTest, ThreeDimensions) {
+  using T = TypeParam;
+  check<T, 3>(1, {5, 6, 7}, 2, 2, 16,
+              {neighborhood_dim{3, 1, 1, true}, neighborhood_dim{3, 2}, neighborhood_dim{5}});
+  check<T, 3>(1, {4, 8, 8}, 8, 2, 16,  // GQA, video-DiT-like
+              {neighborhood_dim{3}, neighborhood_dim{5, 1, 2}, neighborhood_dim{5}}, attn::openmp{2});
+}
+
+// The tile-major layout's classification, checked exhaustively on small
+// grids: keys() holds every allowed key of a query tile's real tokens, a
+// `full` KV tile allows every pair, an `empty` one none.
+template <std::size_t R>
+void expect_sound_layout(const std::array<index_t, R>& length, const std::array<neighborhood_dim, R>& dims,
+                         index_t positions) {
+  const attn::detail::neighborhood_layout<R> layout(length, dims, positions);
+  const index_t v = layout.volume(), n = layout.tokens();
+  index_t full = 0, partial = 0;
+  for (index_t qt = 0; qt < n / v; ++qt) {
+    const attn::query_block qb{0, qt * v, (qt + 1) * v, 0, 1, n, n};
+    const attn::key_range range = layout.keys(qb);
+    for (index_t i = qb.i_begin; i < qb.i_end; ++i)
+      for (index_t j = 0; j < n; ++j)
+        if (layout.allowed(0, 0, i, j)) {
+          ASSERT_TRUE(j >= range.begin && j < range.end) << "keys() misses " << i << ", " << j;
+        }
+    for (index_t kt = range.begin / v; kt < range.end / v; ++kt) {
+      const attn::tile_kind kind = layout.classify(qb, kt * v, (kt + 1) * v);
+      full += kind == attn::tile_kind::full;
+      partial += kind == attn::tile_kind::partial;
+      for (index_t i = qb.i_begin; i < qb.i_end; ++i) {
+        if (layout.token(i) < 0) continue;  // padding rows are computed and discarded
+        for (index_t j = kt * v; j < (kt + 1) * v; ++j) {
+          if (kind == attn::tile_kind::full) ASSERT_TRUE(layout.allowed(0, 0, i, j)) << i << ", " << j;
+          if (kind == attn::tile_kind::empty) ASSERT_FALSE(layout.allowed(0, 0, i, j)) << i << ", " << j;
+        }
+      }
+    }
+  }
+  EXPECT_GT(partial, 0);
+  // Every real token appears once.
+  std::vector<int> seen(static_cast<std::size_t>(ref::grid<R>{length}.tokens()), 0);
+  for (index_t t = 0; t < n; ++t)
+    if (layout.token(t) >= 0) ++seen[static_cast<std::size_t>(layout.token(t))];
+  for (int c : seen) ASSERT_EQ(c, 1);
+}
+
+TEST(NeighborhoodLayout, ClassificationIsSound) {
+  expect_sound_layout<1>({100}, {neighborhood_dim{9}}, 16);
+  expect_sound_layout<1>({100}, {neighborhood_dim{9, 3, 2, true}}, 12);
+  expect_sound_layout<2>({20, 23}, {neighborhood_dim{7}, neighborhood_dim{5, 2, 3}}, 16);
+  expect_sound_layout<2>({20, 23}, {neighborhood_dim{4, 1, 1, true}, neighborhood_dim{6, 3}}, 12);
+  expect_sound_layout<3>({6, 9, 10}, {neighborhood_dim{3, 2}, neighborhood_dim{5, 1, 5}, neighborhood_dim{3, 1, 1, true}}, 24);
+}
+
+TEST(NeighborhoodErrors, NameTheArgument) {
+  ref::rng g{1};
+  const grid_tensor<5> q(g, {1, 6, 6, 2, 8}, 0), k(g, {1, 6, 7, 2, 8}, 0);
+  grid_tensor<5> out(g, {1, 6, 6, 2, 8}, 0, false);
+  auto message = [&](const attn::neighborhood_options<2>& opt, const attn::strided_view<const float, 5>& kk) {
+    return ref::error_message(
+        [&] { attn::neighborhood_attention(q.cview(), kk, kk, out.view, {}, opt); });
+  };
+  attn::neighborhood_options<2> ok;
+  ok.dims = {neighborhood_dim{3}, neighborhood_dim{3}};
+  EXPECT_EQ(message(ok, q.cview()), "");
+  EXPECT_NE(message(ok, k.cview()).find("k: expected shape (B, 6, 6, Hkv, Dk = 8)"), std::string::npos);
+  attn::neighborhood_options<2> bad = ok;
+  bad.dims[1] = neighborhood_dim{4, 2};
+  EXPECT_NE(message(bad, q.cview()).find("neighborhood dimension 1 kernel: expected K * D <= L = 6"),
+            std::string::npos);
+  bad.dims[1] = neighborhood_dim{1};
+  EXPECT_NE(message(bad, q.cview()).find("K >= 2"), std::string::npos);
+}
+
+}  // namespace
