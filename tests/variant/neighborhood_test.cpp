@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <string>
 #include <vector>
@@ -141,10 +142,15 @@ void expect_sound_layout(const std::array<index_t, R>& length, const std::array<
   for (index_t qt = 0; qt < n / v; ++qt) {
     const attn::query_block qb{0, qt * v, (qt + 1) * v, 0, 1, n, n};
     const attn::key_range range = layout.keys(qb);
+    std::vector<attn::key_range> runs;
+    layout.key_runs(qb, runs);
     for (index_t i = qb.i_begin; i < qb.i_end; ++i)
       for (index_t j = 0; j < n; ++j)
         if (layout.allowed(0, 0, i, j)) {
           ASSERT_TRUE(j >= range.begin && j < range.end) << "keys() misses " << i << ", " << j;
+          ASSERT_TRUE(std::any_of(runs.begin(), runs.end(), [&](attn::key_range r) {
+            return j >= r.begin && j < r.end;
+          })) << "key_runs() misses " << i << ", " << j;
         }
     for (index_t kt = range.begin / v; kt < range.end / v; ++kt) {
       const attn::tile_kind kind = layout.classify(qb, kt * v, (kt + 1) * v);
@@ -153,8 +159,11 @@ void expect_sound_layout(const std::array<index_t, R>& length, const std::array<
       for (index_t i = qb.i_begin; i < qb.i_end; ++i) {
         if (layout.token(i) < 0) continue;  // padding rows are computed and discarded
         for (index_t j = kt * v; j < (kt + 1) * v; ++j) {
-          if (kind == attn::tile_kind::full) ASSERT_TRUE(layout.allowed(0, 0, i, j)) << i << ", " << j;
-          if (kind == attn::tile_kind::empty) ASSERT_FALSE(layout.allowed(0, 0, i, j)) << i << ", " << j;
+          if (kind == attn::tile_kind::full) {
+            ASSERT_TRUE(layout.allowed(0, 0, i, j)) << i << ", " << j;
+          } else if (kind == attn::tile_kind::empty) {
+            ASSERT_FALSE(layout.allowed(0, 0, i, j)) << i << ", " << j;
+          }
         }
       }
     }

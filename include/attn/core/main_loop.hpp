@@ -332,46 +332,62 @@ void attend_tile(const softmax_problem& p, const Mask& mask, const Modifier& mod
     hi = std::max(hi, std::min(range.end, key_hi));
   }
 
-  // The part of keys [a, b) kv head `kv` visits ([j0, j1), clipped to the
-  // mask's key range) and its kind.
-  auto classify_tile = [&](index_t kv, index_t a, index_t b, index_t& j0, index_t& j1) {
-    const query_block qb = block_of(kv);
-    const key_range range = mask.keys(qb);
-    j0 = std::max({a, lo, range.begin});
-    j1 = std::min({b, hi, range.end});
-    return j1 <= j0 ? tile_kind::empty : mask.classify(qb, j0, j1);
-  };
+  // The key runs to walk: the mask's own (key_runs: several ranges, e.g. the
+  // rows of a neighborhood's tiles, merged over the kv heads) or [lo, hi).
+  thread_local std::vector<key_range> runs;
+  runs.clear();
+  if constexpr (requires(const query_block& qb) { mask.key_runs(qb, runs); }) {
+    for (index_t kv = 0; kv < t.kv_heads; ++kv) mask.key_runs(block_of(kv), runs);
+    std::sort(runs.begin(), runs.end(), [](key_range a, key_range b) { return a.begin < b.begin; });
+  } else {
+    runs.push_back({lo, hi});
+  }
 
-  for (index_t tile = lo / tile_keys * tile_keys; tile < hi; tile += tile_keys) {
-    for (index_t kv = 0; kv < t.kv_heads; ++kv) {
-      const index_t g = t.g0 + kv;
-      index_t j0, j1, n0, n1;
-      const tile_kind kind = classify_tile(kv, tile, tile + tile_keys, j0, j1);
-      // Start this head's next visited tile on its way from memory.
-      if (classify_tile(kv, tile + tile_keys, tile + 2 * tile_keys, n0, n1) != tile_kind::empty) {
-        prefetch_rows(p.k.row(t.b, n0, g), p.k.stride[1], n1 - n0, ws.dk * p.k.stride[3]);
-        prefetch_rows(p.v.row(t.b, n0, g), p.v.stride[1], n1 - n0, ws.dv * p.v.stride[3]);
-      }
-      if (kind == tile_kind::empty) continue;
+  index_t done = lo;  // keys below are walked (runs may overlap after merging heads)
+  for (const key_range run : runs) {
+    const index_t run_lo = std::max({run.begin, lo, done}), run_hi = std::min(run.end, hi);
+    if (run_hi <= run_lo) continue;
+    done = run_hi;
+    // The part of keys [a, b) kv head `kv` visits ([j0, j1), clipped to the
+    // run and the mask's key range) and its kind.
+    auto classify_tile = [&](index_t kv, index_t a, index_t b, index_t& j0, index_t& j1) {
       const query_block qb = block_of(kv);
-      const index_t keys = j1 - j0;
-      float* ok = o + kv * rows * ldo;  // (rows, ldo) this kv head's accumulator
+      const key_range range = mask.keys(qb);
+      j0 = std::max({a, run_lo, range.begin});
+      j1 = std::min({b, run_hi, range.end});
+      return j1 <= j0 ? tile_kind::empty : mask.classify(qb, j0, j1);
+    };
+    for (index_t tile = run_lo / tile_keys * tile_keys; tile < run_hi; tile += tile_keys) {
+      for (index_t kv = 0; kv < t.kv_heads; ++kv) {
+        const index_t g = t.g0 + kv;
+        index_t j0, j1, n0, n1;
+        const tile_kind kind = classify_tile(kv, tile, tile + tile_keys, j0, j1);
+        // Start this head's next visited tile on its way from memory.
+        if (classify_tile(kv, tile + tile_keys, tile + 2 * tile_keys, n0, n1) != tile_kind::empty) {
+          prefetch_rows(p.k.row(t.b, n0, g), p.k.stride[1], n1 - n0, ws.dk * p.k.stride[3]);
+          prefetch_rows(p.v.row(t.b, n0, g), p.v.stride[1], n1 - n0, ws.dv * p.v.stride[3]);
+        }
+        if (kind == tile_kind::empty) continue;
+        const query_block qb = block_of(kv);
+        const index_t keys = j1 - j0;
+        float* ok = o + kv * rows * ldo;  // (rows, ldo) this kv head's accumulator
 
-      const row_panel k = rows_of(p.k, t.b, j0, keys, g, ws.pack_k, ws.kbuf, ws.dk);
-      if (ws.by_rows)
-        score_dot_tile<B>(k.data, k.stride, keys, ws.dk, ws.queries(kv), rows, ws.st, ldq);
-      else
-        score_tile<B>(k.data, k.stride, keys, ws.dk, ws.queries(kv), ldq, ws.st);
-      if constexpr (!std::is_same_v<Modifier, no_modifier>)
-        modifier.template apply<B>(score_tile_ref{ws.st, ldq, j0, keys, t.b, t.i0, t.positions,
-                                                  qb.h_begin, t.heads, p.nk() - p.nq()});
-      if (kind == tile_kind::partial) mask_tile(mask, qb, t, j0, keys, ws.st, ldq);
-      softmax_update<B>(ws.st, keys, ldq, ws.m(kv), ws.l(kv), ws.alpha(kv));
-      rescale_rows<B>(ok, ldo, rows, ws.dvp, ws.alpha(kv));
-      const row_panel v = rows_of(p.v, t.b, j0, keys, g, ws.pack_v, ws.vbuf, ws.dvp);
-      // A modifier may remove pairs (a -inf bias) on a full tile too.
-      const tile_kind value_kind = std::is_same_v<Modifier, no_modifier> ? kind : tile_kind::partial;
-      accumulate_values<B>(value_kind, ws.st, ldq, rows, v, keys, ws.dvp, ok, ldo);
+        const row_panel k = rows_of(p.k, t.b, j0, keys, g, ws.pack_k, ws.kbuf, ws.dk);
+        if (ws.by_rows)
+          score_dot_tile<B>(k.data, k.stride, keys, ws.dk, ws.queries(kv), rows, ws.st, ldq);
+        else
+          score_tile<B>(k.data, k.stride, keys, ws.dk, ws.queries(kv), ldq, ws.st);
+        if constexpr (!std::is_same_v<Modifier, no_modifier>)
+          modifier.template apply<B>(score_tile_ref{ws.st, ldq, j0, keys, t.b, t.i0, t.positions,
+                                                    qb.h_begin, t.heads, p.nk() - p.nq()});
+        if (kind == tile_kind::partial) mask_tile(mask, qb, t, j0, keys, ws.st, ldq);
+        softmax_update<B>(ws.st, keys, ldq, ws.m(kv), ws.l(kv), ws.alpha(kv));
+        rescale_rows<B>(ok, ldo, rows, ws.dvp, ws.alpha(kv));
+        const row_panel v = rows_of(p.v, t.b, j0, keys, g, ws.pack_v, ws.vbuf, ws.dvp);
+        // A modifier may remove pairs (a -inf bias) on a full tile too.
+        const tile_kind value_kind = std::is_same_v<Modifier, no_modifier> ? kind : tile_kind::partial;
+        accumulate_values<B>(value_kind, ws.st, ldq, rows, v, keys, ws.dvp, ok, ldo);
+      }
     }
   }
 

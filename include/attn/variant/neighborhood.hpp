@@ -123,6 +123,32 @@ class neighborhood_layout {
     return {tile_index(gi, lo) * volume_, (tile_index(gi, hi) + 1) * volume_};
   }
 
+  // The same keys as runs of whole tiles: one per row of tiles (all tile
+  // coordinates but the last) of the windows' union box.
+  void key_runs(const query_block& qb, std::vector<key_range>& runs) const {
+    const index_t t = qb.i_begin / volume_;
+    const index_t gi = group_index(t);
+    const coords g = group_of_[static_cast<std::size_t>(gi)], origin = tile_origin(t);
+    coords lo{}, hi{};
+    for (std::size_t d = 0; d < R; ++d) {
+      const index_t m = members(d, g[d]);
+      lo[d] = window(d, g[d], origin[d]).first / tile_[d];
+      hi[d] = (window(d, g[d], std::min(origin[d] + tile_[d], m) - 1).last - 1) / tile_[d];
+    }
+    coords row = lo;
+    do {
+      coords last = row;
+      last[R - 1] = hi[R - 1];
+      runs.push_back({tile_index(gi, row) * volume_, (tile_index(gi, last) + 1) * volume_});
+      std::size_t d = R - 1;  // next row: increment the outer coordinates within [lo, hi]
+      while (d-- > 0) {
+        if (++row[d] <= hi[d]) break;
+        row[d] = lo[d];
+      }
+      if (d == static_cast<std::size_t>(-1)) break;
+    } while (true);
+  }
+
   tile_kind classify(const query_block& qb, index_t j0, index_t j1) const {
     const index_t qt = qb.i_begin / volume_;
     if ((j1 - 1) / volume_ != j0 / volume_) return tile_kind::partial;  // not one KV tile
@@ -372,9 +398,17 @@ void neighborhood_attention(strided_view<const float, N> q, strided_view<const f
   const detail::neighborhood_layout<R> layout(length, opt.dims,
                                               R == 1 ? positions : std::min<index_t>(positions, 32));
   const index_t packed = layout.tokens();
-  std::vector<float> qp(static_cast<std::size_t>(b * packed * hq * dk)),
-      kp(static_cast<std::size_t>(b * packed * hkv * dk)), vp(static_cast<std::size_t>(b * packed * hkv * dv)),
-      op(static_cast<std::size_t>(b * packed * hq * dv)), lp(lse.empty() ? 0 : static_cast<std::size_t>(b * packed * hq));
+  // The packed copies live on between calls (per calling thread), grown
+  // when needed: fresh pages cost more than the attention at small kernels.
+  thread_local std::vector<float> qp, kp, vp, op, lp;
+  auto fit = [](std::vector<float>& buf, index_t n) {
+    if (buf.size() < static_cast<std::size_t>(n)) buf.resize(static_cast<std::size_t>(n));
+  };
+  fit(qp, b * packed * hq * dk);
+  fit(kp, b * packed * hkv * dk);
+  fit(vp, b * packed * hkv * dv);
+  fit(op, b * packed * hq * dv);
+  fit(lp, lse.empty() ? 0 : b * packed * hq);
   const view4<float> qv = bshd(qp.data(), b, packed, hq, dk), kv = bshd(kp.data(), b, packed, hkv, dk),
                      vv = bshd(vp.data(), b, packed, hkv, dv), ov = bshd(op.data(), b, packed, hq, dv);
   detail::repack_rows<R, false>(layout, q, qv, exec);
