@@ -120,7 +120,8 @@ int main() {
       {"prefill N=1024 H=8 d=128 causal cap ALiBi", 1024, 1024, 8, 8, 128, true, 0, 0, true},
   };
   for (const case_spec& c : cases) run_case(c, threads);
-  std::printf("\nOther variants (neighborhood, block-sparse, linear, latent) are not "
-              "implemented yet.\n");
+  std::printf("\nNeighborhood attention: examples/04_neighborhood_2d.cpp and "
+              "bench/neighborhood_bench.cpp; block-sparse, linear and latent are not implemented "
+              "yet.\n");
   return 0;
 }
