@@ -32,11 +32,7 @@ inline void naive_eigen_attention(view4<const float> q, view4<const float> k,
   const index_t nk = k.extent[1], hkv = k.extent[2], dv = v.extent[3];
   const float scale = 1.0f / std::sqrt(static_cast<float>(dk));
   const index_t off = nk - nq;
-  std::vector<float> slopes;
-  if (opt.alibi_slopes)
-    slopes.assign(opt.alibi_slopes, opt.alibi_slopes + hq);
-  else if (opt.alibi)
-    slopes = alibi_slopes(hq);
+  const std::vector<float> slopes = opt.alibi_slopes_for(hq);
   scores.resize(nq, nk);
   // Masks by the library's own predicates, pair by pair over the full matrix.
   auto remove_masked = [&](const auto& mask, index_t b, index_t h) {

@@ -47,6 +47,11 @@ struct softmax_options {
   view4<const float> bias;
 
   bool has_mask() const { return causal || window || !document_ids.empty() || prefix_lm; }
+  // The ALiBi slopes of Hq heads these options ask for (empty: no ALiBi).
+  std::vector<float> alibi_slopes_for(index_t hq) const {
+    if (alibi_slopes) return {alibi_slopes, alibi_slopes + hq};
+    return alibi ? attn::alibi_slopes(hq) : std::vector<float>{};
+  }
   bool has_modifier() const { return softcap || alibi || alibi_slopes || !bias.empty(); }
 };
 
@@ -161,12 +166,7 @@ void with_option_types(const softmax_problem& p, const softmax_options& opt, F&&
       f(no_mask{}, modifier);
   };
   if (!opt.has_modifier()) return with_mask(no_modifier{});
-  option_modifiers m{opt.softcap, {}, opt.bias};
-  if (opt.alibi_slopes)
-    m.slopes.assign(opt.alibi_slopes, opt.alibi_slopes + p.hq());
-  else if (opt.alibi)
-    m.slopes = alibi_slopes(p.hq());
-  with_mask(m);
+  with_mask(option_modifiers{opt.softcap, opt.alibi_slopes_for(p.hq()), opt.bias});
 }
 
 }  // namespace detail

@@ -109,37 +109,20 @@ class neighborhood_layout {
   attn::tile_shape tile_shape() const { return {volume_, volume_}; }
 
   key_range keys(const query_block& qb) const {
-    const index_t t = qb.i_begin / volume_;
-    const index_t gi = group_index(t);
-    const coords g = group_of_[static_cast<std::size_t>(gi)], origin = tile_origin(t);
-    coords lo{}, hi{};  // corner tiles of the union of the windows
-    for (std::size_t d = 0; d < R; ++d) {
-      const index_t m = members(d, g[d]);
-      const index_t first = window(d, g[d], origin[d]).first;
-      const index_t last = window(d, g[d], std::min(origin[d] + tile_[d], m) - 1).last;
-      lo[d] = first / tile_[d];
-      hi[d] = (last - 1) / tile_[d];
-    }
-    return {tile_index(gi, lo) * volume_, (tile_index(gi, hi) + 1) * volume_};
+    const union_box box = windows_of(qb);
+    return {tile_index(box.group, box.lo) * volume_, (tile_index(box.group, box.hi) + 1) * volume_};
   }
 
   // The same keys as runs of whole tiles: one per row of tiles (all tile
   // coordinates but the last) of the windows' union box.
   void key_runs(const query_block& qb, std::vector<key_range>& runs) const {
-    const index_t t = qb.i_begin / volume_;
-    const index_t gi = group_index(t);
-    const coords g = group_of_[static_cast<std::size_t>(gi)], origin = tile_origin(t);
-    coords lo{}, hi{};
-    for (std::size_t d = 0; d < R; ++d) {
-      const index_t m = members(d, g[d]);
-      lo[d] = window(d, g[d], origin[d]).first / tile_[d];
-      hi[d] = (window(d, g[d], std::min(origin[d] + tile_[d], m) - 1).last - 1) / tile_[d];
-    }
+    const union_box box = windows_of(qb);
+    const coords &lo = box.lo, &hi = box.hi;
     coords row = lo;
     do {
       coords last = row;
       last[R - 1] = hi[R - 1];
-      runs.push_back({tile_index(gi, row) * volume_, (tile_index(gi, last) + 1) * volume_});
+      runs.push_back({tile_index(box.group, row) * volume_, (tile_index(box.group, last) + 1) * volume_});
       std::size_t d = R - 1;  // next row: increment the outer coordinates within [lo, hi]
       while (d-- > 0) {
         if (++row[d] <= hi[d]) break;
@@ -219,6 +202,23 @@ class neighborhood_layout {
   }
 
  private:
+  // The tiles (corners lo..hi, tile coordinates in dilation group `group`)
+  // holding the union of the windows of a query tile's real tokens.
+  struct union_box {
+    index_t group;
+    coords lo, hi;
+  };
+  union_box windows_of(const query_block& qb) const {
+    const index_t t = qb.i_begin / volume_;
+    union_box box{group_index(t), {}, {}};
+    const coords g = group_of_[static_cast<std::size_t>(box.group)], origin = tile_origin(t);
+    for (std::size_t d = 0; d < R; ++d) {
+      const index_t m = members(d, g[d]);
+      box.lo[d] = window(d, g[d], origin[d]).first / tile_[d];
+      box.hi[d] = (window(d, g[d], std::min(origin[d] + tile_[d], m) - 1).last - 1) / tile_[d];
+    }
+    return box;
+  }
   // Members of dilation group g along dimension d: ceil((L - g) / D).
   index_t members(std::size_t d, index_t g) const {
     return ceil_div(length_[d] - g, dims_[d].dilation);
