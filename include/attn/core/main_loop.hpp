@@ -336,7 +336,8 @@ void attend_tile(const softmax_problem& p, const Mask& mask, const Modifier& mod
   // rows of a neighborhood's tiles, merged over the kv heads) or [lo, hi).
   thread_local std::vector<key_range> runs;
   runs.clear();
-  if constexpr (requires(const query_block& qb) { mask.key_runs(qb, runs); }) {
+  constexpr bool has_key_runs = requires(const query_block& qb) { mask.key_runs(qb, runs); };
+  if constexpr (has_key_runs) {
     for (index_t kv = 0; kv < t.kv_heads; ++kv) mask.key_runs(block_of(kv), runs);
     std::sort(runs.begin(), runs.end(), [](key_range a, key_range b) { return a.begin < b.begin; });
   } else {
@@ -357,7 +358,10 @@ void attend_tile(const softmax_problem& p, const Mask& mask, const Modifier& mod
       j1 = std::min({b, run_hi, range.end});
       return j1 <= j0 ? tile_kind::empty : mask.classify(qb, j0, j1);
     };
-    for (index_t tile = run_lo / tile_keys * tile_keys; tile < run_hi; tile += tile_keys) {
+    // KV tiles are aligned to multiples of tile_keys, except inside a mask's
+    // own runs, which are cut into tiles from their first key.
+    const index_t first_tile = has_key_runs ? run_lo : run_lo / tile_keys * tile_keys;
+    for (index_t tile = first_tile; tile < run_hi; tile += tile_keys) {
       for (index_t kv = 0; kv < t.kv_heads; ++kv) {
         const index_t g = t.g0 + kv;
         index_t j0, j1, n0, n1;
