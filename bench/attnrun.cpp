@@ -7,6 +7,10 @@
 //           [--lse L.npy] [--scale F] [--causal] [--sinks S.npy]
 //           [--window L,R] [--sink-tokens N] [--softcap F] [--alibi]
 //           [--bias B.npy] [--doc D.npy] [--threads N] [--repeat N]
+//   attnrun --variant neighborhood --q Q.npy --k K.npy --v V.npy --out O.npy
+//           --kernel K[,K[,K]] [--dilation D,..] [--stride S,..]
+//           [--causal-dims C,..] [--lse L.npy] [--scale F] [--threads N]
+//           [--repeat N]
 //
 // Every input is read and every result computed before anything is written;
 // the outputs are staged as temporary files and renamed into place together,
@@ -30,6 +34,8 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "attn/attn.hpp"
@@ -46,18 +52,32 @@ constexpr std::string_view usage_text =
                [--lse L.npy] [--scale F] [--causal] [--sinks S.npy]
                [--window L,R] [--sink-tokens N] [--softcap F] [--alibi]
                [--bias B.npy] [--doc D.npy] [--threads N] [--repeat N]
+       attnrun --variant neighborhood --q Q.npy --k K.npy --v V.npy --out O.npy
+               --kernel K[,K[,K]] [--dilation D,..] [--stride S,..]
+               [--causal-dims C,..] [--lse L.npy] [--scale F] [--threads N]
+               [--repeat N]
 
 Runs attention on .npy files (float32 little-endian, C order):
   q (B, Nq, Hq, Dk), k (B, Nk, Hkv, Dk), v (B, Nk, Hkv, Dv)
   -> out (B, Nq, Hq, Dv), lse (B, Nq, Hq) natural-log log-sum-exp.
 Hq % Hkv == 0 (GQA/MQA); masks are bottom-right aligned when Nq != Nk.
+Neighborhood attention runs on a grid of rank R = 1..3 (the number of values
+of --kernel): q (B, X[, Y[, Z]], Hq, Dk), k and v (B, X[, Y[, Z]], Hkv, Dk|Dv)
+-> out (B, X[, Y[, Z]], Hq, Dv), lse (B, X[, Y[, Z]], Hq).
 
-  --variant NAME  softmax (neighborhood, block_sparse, linear and latent are
+  --variant NAME  softmax or neighborhood (block_sparse, linear and latent are
                   not implemented yet)
   --q/--k/--v F   input tensors
   --out F         output tensor, written only when the run succeeds
   --lse F         also write the log-sum-exp of every row
   --scale F       score scale (default 1/sqrt(Dk))
+  --threads N     OpenMP threads (default: all cores)
+  --repeat N      time N runs after a warm-up and print one JSON line,
+                  {"median_s": ..., "gflops": ...}, on stdout; GFLOP/s count
+                  only the allowed pairs, 2 * (Dk + Dv) FLOPs per pair and head
+  --help          this text
+
+softmax:
   --causal        key j allowed iff j <= i + Nk - Nq
   --sinks F       (Hq,) float32 per-head sink logits (gpt-oss)
   --window L,R    sliding window: key j allowed iff i+off-L <= j <= i+off+R
@@ -70,14 +90,20 @@ Hq % Hkv == 0 (GQA/MQA); masks are bottom-right aligned when Nq != Nk.
                   only within a document (varlen packing; queries take the
                   ids of the last Nq keys, Nq <= Nk); combines with --causal
                   and --window
-  --threads N     OpenMP threads (default: all cores)
-  --repeat N      time N runs after a warm-up and print one JSON line,
-                  {"median_s": ..., "gflops": ...}, on stdout
-  --help          this text
 
-Flags may be written "--flag value" or "--flag=value". On error attnrun prints
-one line on stderr, writes no output file and exits 1 (bad input) or 2 (bad
-command line).
+neighborhood (NATTEN / GNA rule of DESIGN.md §2, one value per grid dimension):
+  --kernel K,..   window size per dimension, K >= 2 and K * D <= the length
+  --dilation D,.. dilation per dimension, D >= 1 (default 1)
+  --stride S,..   stride per dimension, 1 <= S <= K (default 1; S = K is
+                  blocked attention)
+  --causal-dims C,..
+                  1: causal along that dimension, 0: not (default 0)
+  --dilation, --stride and --causal-dims, when given, need one value per
+  value of --kernel.
+
+Flags may be written "--flag value" or "--flag=value"; a flag of another
+variant is refused. On error attnrun prints one line on stderr, writes no
+output file and exits 1 (bad input) or 2 (bad command line).
 )";
 
 // A mistake on the command line (exit 2, as opposed to bad input data).
@@ -86,54 +112,61 @@ class usage_error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// Flags of DESIGN §4. Flags of this build are handled; the others are
-// recognised (so their values parse) and rejected until their issue lands.
+// Flags of DESIGN §4, each with the variants it applies to. A flag given
+// with a variant it does not apply to is refused (no flag is silently
+// ignored); the variants not implemented yet are refused before their flags.
 struct flag_info {
   bool takes_value;
-  bool implemented;
+  std::string_view variants;  // comma-separated, or "*" for every variant
 };
-constexpr flag_info with_value{true, true};
-constexpr flag_info switch_only{false, true};
-constexpr flag_info later_with_value{true, false};
-constexpr flag_info later_switch{false, false};
 
 const std::map<std::string, flag_info, std::less<>>& flag_table() {
   static const std::map<std::string, flag_info, std::less<>> table = {
-      {"--variant", with_value},
-      {"--q", with_value},
-      {"--k", with_value},
-      {"--v", with_value},
-      {"--out", with_value},
-      {"--lse", with_value},
-      {"--scale", with_value},
-      {"--causal", switch_only},
-      {"--sinks", with_value},
-      {"--threads", with_value},
-      {"--repeat", with_value},
-      {"--window", with_value},
-      {"--sink-tokens", with_value},
-      {"--softcap", with_value},
-      {"--alibi", switch_only},
-      {"--bias", with_value},
-      {"--doc", with_value},
-      {"--kernel", later_with_value},
-      {"--dilation", later_with_value},
-      {"--stride", later_with_value},
-      {"--causal-dims", later_with_value},
-      {"--block", later_with_value},
-      {"--layout", later_with_value},
-      {"--topk", later_with_value},
-      {"--feature", later_with_value},
-      {"--normalize", later_switch},
-      {"--decay", later_with_value},
-      {"--dv", later_with_value},
+      {"--variant", {true, "*"}},
+      {"--q", {true, "*"}},
+      {"--k", {true, "*"}},
+      {"--v", {true, "softmax,neighborhood,block_sparse,linear"}},
+      {"--out", {true, "*"}},
+      {"--lse", {true, "softmax,neighborhood,block_sparse,latent"}},
+      {"--scale", {true, "softmax,neighborhood,block_sparse,latent"}},
+      {"--threads", {true, "*"}},
+      {"--repeat", {true, "*"}},
+      {"--causal", {false, "softmax,block_sparse,linear"}},
+      {"--sinks", {true, "softmax"}},
+      {"--window", {true, "softmax"}},
+      {"--sink-tokens", {true, "softmax"}},
+      {"--softcap", {true, "softmax"}},
+      {"--alibi", {false, "softmax"}},
+      {"--bias", {true, "softmax"}},
+      {"--doc", {true, "softmax"}},
+      {"--kernel", {true, "neighborhood"}},
+      {"--dilation", {true, "neighborhood"}},
+      {"--stride", {true, "neighborhood"}},
+      {"--causal-dims", {true, "neighborhood"}},
+      {"--block", {true, "block_sparse"}},
+      {"--layout", {true, "block_sparse"}},
+      {"--topk", {true, "block_sparse"}},
+      {"--feature", {true, "linear"}},
+      {"--normalize", {false, "linear"}},
+      {"--decay", {true, "linear"}},
+      {"--dv", {true, "latent"}},
   };
   return table;
 }
 
-constexpr std::string_view variants_implemented[] = {"softmax"};
-constexpr std::string_view variants_planned[] = {"neighborhood", "block_sparse", "linear",
-                                                 "latent"};
+bool applies_to(const flag_info& flag, std::string_view variant) {
+  if (flag.variants == "*") return true;
+  std::string_view rest = flag.variants;
+  while (!rest.empty()) {
+    const std::size_t comma = rest.find(',');
+    if (rest.substr(0, comma) == variant) return true;
+    rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+  }
+  return false;
+}
+
+constexpr std::string_view variants_implemented[] = {"softmax", "neighborhood"};
+constexpr std::string_view variants_planned[] = {"block_sparse", "linear", "latent"};
 
 // The command line, parsed: flag -> value ("" for a boolean flag).
 class arguments {
@@ -240,6 +273,30 @@ int parse_positive_int(std::string_view flag, const std::string& text) {
   return parse_int(flag, text, 1, "a positive integer");
 }
 
+// "a[,b[,c]]": one integer per grid dimension of a neighborhood, at most
+// three. The values are int so that the library's K * D cannot overflow; their
+// ranges (K >= 2, D >= 1, 1 <= S <= K, K * D <= L) are the library's to check.
+std::vector<int> parse_per_dimension(std::string_view flag, const std::string& text) {
+  constexpr std::size_t max_rank = 3;
+  std::vector<int> values;
+  const char* p = text.data();
+  const char* end = text.data() + text.size();
+  for (;;) {
+    int x = 0;
+    const auto [next, ec] = std::from_chars(p, end, x);
+    if (ec != std::errc() || (next != end && *next != ','))
+      throw usage_error(std::string(flag) + " expects one integer per grid dimension, " +
+                        "comma-separated (e.g. 7,7), got '" + text + "'");
+    values.push_back(x);
+    if (next == end) break;
+    p = next + 1;
+  }
+  if (values.size() > max_rank)
+    throw usage_error(std::string(flag) + " expects 1 to 3 values (grid X[, Y[, Z]]), got " +
+                      std::to_string(values.size()) + " in '" + text + "'");
+  return values;
+}
+
 // A float32 input tensor of a fixed rank, read whole.
 struct input {
   std::vector<std::int64_t> shape;
@@ -266,7 +323,7 @@ attn::npy::array read_npy(std::string_view flag, const std::string& path, attn::
   if (a.stored != type)
     throw std::runtime_error(
         std::string(flag) + " " + path + ": dtype '" + std::string(attn::npy::descr(a.stored)) +
-        "' is not supported by --variant softmax (expected " + std::string(expected_type) + ")");
+        "' is not supported (expected " + std::string(expected_type) + ")");
   if (a.shape.size() != rank)
     throw std::runtime_error(std::string(flag) + " " + path + ": expected rank " +
                              std::to_string(rank) + " " + std::string(layout) + ", got shape " +
@@ -302,6 +359,19 @@ attn::view4<const float> view_of(const input& t) {
   return attn::bshd(t.data(), t.shape[0], t.shape[1], t.shape[2], t.shape[3]);
 }
 
+// A C-order view of rank N over `shape` (the layout of a .npy file).
+template <std::size_t N, class T>
+attn::strided_view<T, N> c_order_view(T* data, std::span<const std::int64_t> shape) {
+  attn::strided_view<T, N> view{data, {}, {}};
+  attn::index_t pitch = 1;
+  for (std::size_t d = N; d-- > 0;) {
+    view.extent[d] = shape[d];
+    view.stride[d] = pitch;
+    pitch *= shape[d];
+  }
+  return view;
+}
+
 bool same_file(const std::string& a, const std::string& b) {
   std::error_code ec1, ec2;
   const auto ca = std::filesystem::weakly_canonical(a, ec1);
@@ -309,51 +379,132 @@ bool same_file(const std::string& a, const std::string& b) {
   return (ec1 || ec2) ? a == b : ca == cb;
 }
 
-void check_variant(const arguments& args) {
+// The variant named by --variant; every flag given must apply to it.
+std::string checked_variant(const arguments& args) {
   const std::string variant = args.required("--variant");
-  for (std::string_view v : variants_implemented)
-    if (variant == v) return;
-  for (std::string_view v : variants_planned)
-    if (variant == v) throw usage_error("--variant " + variant + " is not implemented yet");
-  throw usage_error("--variant " + variant +
-                    ": expected one of softmax, neighborhood, block_sparse, linear, latent");
+  bool implemented = false;
+  for (std::string_view v : variants_implemented) implemented = implemented || variant == v;
+  if (!implemented) {
+    for (std::string_view v : variants_planned)
+      if (variant == v) throw usage_error("--variant " + variant + " is not implemented yet");
+    throw usage_error("--variant " + variant +
+                      ": expected one of softmax, neighborhood, block_sparse, linear, latent");
+  }
+  for (const std::string& flag : args.order()) {
+    const flag_info& info = flag_table().find(flag)->second;
+    if (applies_to(info, variant)) continue;
+    std::string variants(info.variants);
+    for (std::size_t c = variants.find(','); c != std::string::npos; c = variants.find(',', c + 2))
+      variants.replace(c, 1, ", ");
+    std::string message =
+        flag + " does not apply to --variant " + variant + " (only to " + variants + ")";
+    if (flag == "--causal" && variant == "neighborhood")
+      message += "; neighborhood is causal per dimension with --causal-dims";
+    throw usage_error(message);
+  }
+  return variant;
 }
 
-int run(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      std::fwrite(usage_text.data(), 1, usage_text.size(), stdout);
-      return 0;
-    }
-  }
-  const arguments args(argc, argv);
-  check_variant(args);
-  for (const std::string& flag : args.order())
-    if (!flag_table().find(flag)->second.implemented)
-      throw usage_error(flag + " is not supported yet");
+// The flags every variant takes.
+struct common_flags {
+  std::string q, k, v, out;
+  std::optional<std::string> lse;
+  std::optional<float> scale;
+  int threads = 0;  // 0: all cores
+  int repeat = 0;   // 0: no timing
+};
 
-  const std::string q_path = args.required("--q"), k_path = args.required("--k"),
-                    v_path = args.required("--v"), out_path = args.required("--out");
-  const std::optional<std::string> lse_path = args.get("--lse");
+common_flags parse_common(const arguments& args) {
+  common_flags c;
+  c.q = args.required("--q");
+  c.k = args.required("--k");
+  c.v = args.required("--v");
+  c.out = args.required("--out");
+  c.lse = args.get("--lse");
+  if (auto s = args.get("--scale")) c.scale = parse_float("--scale", *s);
+  if (auto t = args.get("--threads")) c.threads = parse_positive_int("--threads", *t);
+  if (auto r = args.get("--repeat")) c.repeat = parse_positive_int("--repeat", *r);
+  if (c.lse && same_file(*c.lse, c.out))
+    throw usage_error("--out and --lse name the same file '" + c.out + "'");
+  return c;
+}
+
+// Output buffers of a run: out (shape out_shape) and, with --lse, lse. They
+// are sized only for a problem the library can accept (Hq, Dk, Dv >= 1, so
+// B * grid * Hq <= the size of q); otherwise a single element stands in and
+// the library reports what is wrong.
+struct outputs {
+  std::vector<std::int64_t> out_shape, lse_shape;
+  std::int64_t out_count = 0, lse_count = 0;
+  std::vector<float> out, lse;
+
+  outputs(std::vector<std::int64_t> out_shape_, bool with_lse, bool sizes_valid)
+      : out_shape(std::move(out_shape_)), lse_shape(out_shape.begin(), out_shape.end() - 1) {
+    if (sizes_valid) {
+      lse_count = 1;
+      for (std::int64_t e : lse_shape) lse_count *= e;
+      if (__builtin_mul_overflow(lse_count, out_shape.back(), &out_count))
+        throw std::runtime_error("out: shape " + attn::npy::shape_string(out_shape) +
+                                 " overflows: its element count exceeds int64");
+    }
+    out.resize(static_cast<std::size_t>(std::max<std::int64_t>(out_count, 1)));
+    if (with_lse) lse.resize(static_cast<std::size_t>(std::max<std::int64_t>(lse_count, 1)));
+  }
+
+  // Stages both files, then moves them into place together.
+  void write(const common_flags& c) const {
+    std::optional<attn::npy::staged_file> out_file, lse_file;
+    out_file.emplace(c.out, out_shape,
+                     std::span<const float>(out.data(), static_cast<std::size_t>(out_count)));
+    if (c.lse)
+      lse_file.emplace(*c.lse, lse_shape,
+                       std::span<const float>(lse.data(), static_cast<std::size_t>(lse_count)));
+    out_file->commit();
+    if (lse_file) lse_file->commit();
+  }
+};
+
+// Runs `once` (the warm-up of a timed run), then `repeat` timed runs; the
+// median seconds of those, or nothing without --repeat.
+template <class F>
+std::optional<double> run_and_time(const F& once, int repeat) {
+  once();
+  if (repeat <= 0) return std::nullopt;
+  std::vector<double> seconds;
+  for (int r = 0; r < repeat; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    once();
+    const auto t1 = std::chrono::steady_clock::now();
+    seconds.push_back(std::chrono::duration<double>(t1 - t0).count());
+  }
+  std::sort(seconds.begin(), seconds.end());
+  const std::size_t mid = seconds.size() / 2;
+  return seconds.size() % 2 ? seconds[mid] : 0.5 * (seconds[mid - 1] + seconds[mid]);
+}
+
+// The --repeat JSON line; `flops` counts the allowed pairs only (DESIGN §4).
+void print_timing(double median_s, double flops) {
+  // A run never takes zero time; the clamp to one clock tick only keeps the
+  // JSON finite on a coarse clock.
+  const double tick = std::chrono::duration<double>(std::chrono::steady_clock::duration(1)).count();
+  const double t = std::max(median_s, tick);
+  std::printf("{\"median_s\": %.9g, \"gflops\": %.9g}\n", t, flops / t * 1e-9);
+  std::fflush(stdout);
+}
+
+int run_softmax(const arguments& args, const common_flags& c) {
   attn::softmax_options opt;
-  if (auto s = args.get("--scale")) opt.scale = parse_float("--scale", *s);
+  opt.scale = c.scale;
   opt.causal = args.has("--causal");
   if (auto w = args.get("--window")) opt.window = parse_window(*w);
   if (auto n = args.get("--sink-tokens"))
     opt.sink_tokens = parse_non_negative_int("--sink-tokens", *n);
-  if (auto c = args.get("--softcap")) opt.softcap = parse_positive_float("--softcap", *c);
+  if (auto s = args.get("--softcap")) opt.softcap = parse_positive_float("--softcap", *s);
   opt.alibi = args.has("--alibi");
-  const int threads =
-      args.has("--threads") ? parse_positive_int("--threads", *args.get("--threads")) : 0;
-  const int repeat =
-      args.has("--repeat") ? parse_positive_int("--repeat", *args.get("--repeat")) : 0;
-  if (lse_path && same_file(*lse_path, out_path))
-    throw usage_error("--out and --lse name the same file '" + out_path + "'");
 
-  const input q = read_input("--q", q_path, 4, "(B, Nq, Hq, Dk)");
-  const input k = read_input("--k", k_path, 4, "(B, Nk, Hkv, Dk)");
-  const input v = read_input("--v", v_path, 4, "(B, Nk, Hkv, Dv)");
+  const input q = read_input("--q", c.q, 4, "(B, Nq, Hq, Dk)");
+  const input k = read_input("--k", c.k, 4, "(B, Nk, Hkv, Dk)");
+  const input v = read_input("--v", c.v, 4, "(B, Nk, Hkv, Dv)");
   const std::int64_t batch = q.shape[0], nq = q.shape[1], hq = q.shape[2], dk = q.shape[3];
   const std::int64_t nk = k.shape[1], dv = v.shape[3];
 
@@ -383,65 +534,165 @@ int run(int argc, char** argv) {
     opt.document_ids = document_ids;
   }
 
-  // The library checks every shape. Buffers are sized only for a problem it
-  // can accept (Hq, Dk, Dv >= 1, so B * Nq * Hq <= the size of q); otherwise
-  // a single element stands in and the library reports what is wrong.
-  const std::vector<std::int64_t> out_shape{batch, nq, hq, dv}, lse_shape{batch, nq, hq};
-  std::int64_t out_count = 0, lse_count = 0;
-  if (hq >= 1 && dk >= 1 && dv >= 1) {
-    lse_count = batch * nq * hq;
-    if (__builtin_mul_overflow(lse_count, dv, &out_count))
-      throw std::runtime_error("out: shape " + attn::npy::shape_string(out_shape) +
-                               " overflows: its element count exceeds int64");
-  }
-  std::vector<float> out(static_cast<std::size_t>(std::max<std::int64_t>(out_count, 1)));
-  std::vector<float> lse(lse_path ? static_cast<std::size_t>(std::max<std::int64_t>(lse_count, 1))
-                                  : 0);
-  const attn::view4<float> out_view = attn::bshd(out.data(), batch, nq, hq, dv);
+  // The library checks every shape.
+  outputs result({batch, nq, hq, dv}, c.lse.has_value(), hq >= 1 && dk >= 1 && dv >= 1);
+  const attn::view4<float> out_view = attn::bshd(result.out.data(), batch, nq, hq, dv);
   const attn::view3<float> lse_view =
-      lse_path ? attn::bsh(lse.data(), batch, nq, hq) : attn::view3<float>{};
+      c.lse ? attn::bsh(result.lse.data(), batch, nq, hq) : attn::view3<float>{};
 
-  const attn::openmp exec{threads};
-  const auto once = [&] {
-    attn::attention<attn::default_backend>(view_of(q), view_of(k), view_of(v), out_view, lse_view,
-                                           opt, exec);
+  const attn::openmp exec{c.threads};
+  const std::optional<double> median_s = run_and_time(
+      [&] {
+        attn::attention<attn::default_backend>(view_of(q), view_of(k), view_of(v), out_view,
+                                               lse_view, opt, exec);
+      },
+      c.repeat);
+  result.write(c);
+  if (median_s)
+    print_timing(*median_s, attn::bench::attention_flops(batch, nq, nk, hq, dk, dv, opt));
+  return 0;
+}
+
+// --kernel, --dilation, --stride and --causal-dims as one neighborhood_dim
+// per grid dimension; the flags other than --kernel default per dimension
+// (dilation 1, stride 1, not causal) but, when given, need one value per
+// dimension of --kernel.
+std::vector<attn::neighborhood_dim> parse_neighborhood_dims(const arguments& args) {
+  const std::string kernel_text = args.required("--kernel");
+  const std::vector<int> kernel = parse_per_dimension("--kernel", kernel_text);
+  std::vector<attn::neighborhood_dim> dims(kernel.size());
+  for (std::size_t d = 0; d < dims.size(); ++d) dims[d].kernel = kernel[d];
+  const auto per_dimension = [&](std::string_view flag) -> std::vector<int> {
+    const std::optional<std::string> text = args.get(flag);
+    if (!text) return {};
+    std::vector<int> values = parse_per_dimension(flag, *text);
+    if (values.size() != kernel.size())
+      throw usage_error(std::string(flag) + " expects " + std::to_string(kernel.size()) +
+                        (kernel.size() == 1 ? " value" : " values") +
+                        ", one per value of --kernel " + kernel_text + ", got " +
+                        std::to_string(values.size()) + " in '" + *text + "'");
+    return values;
   };
-  once();  // also the warm-up of a timed run
-  std::optional<double> median_s;
-  if (repeat > 0) {
-    std::vector<double> seconds;
-    for (int r = 0; r < repeat; ++r) {
-      const auto t0 = std::chrono::steady_clock::now();
-      once();
-      const auto t1 = std::chrono::steady_clock::now();
-      seconds.push_back(std::chrono::duration<double>(t1 - t0).count());
+  const std::vector<int> dilation = per_dimension("--dilation");
+  const std::vector<int> stride = per_dimension("--stride");
+  const std::vector<int> causal = per_dimension("--causal-dims");
+  for (std::size_t d = 0; d < dims.size(); ++d) {
+    if (!dilation.empty()) dims[d].dilation = dilation[d];
+    if (!stride.empty()) dims[d].stride = stride[d];
+    if (!causal.empty()) {
+      if (causal[d] != 0 && causal[d] != 1)
+        throw usage_error("--causal-dims expects 0 or 1 per dimension, got '" +
+                          *args.get("--causal-dims") + "'");
+      dims[d].causal = causal[d] == 1;
     }
-    std::sort(seconds.begin(), seconds.end());
-    const std::size_t mid = seconds.size() / 2;
-    median_s = seconds.size() % 2 ? seconds[mid] : 0.5 * (seconds[mid - 1] + seconds[mid]);
   }
+  return dims;
+}
 
-  // Stage both outputs, then move them into place together.
-  std::optional<attn::npy::staged_file> out_file, lse_file;
-  out_file.emplace(out_path, out_shape,
-                   std::span<const float>(out.data(), static_cast<std::size_t>(out_count)));
-  if (lse_path)
-    lse_file.emplace(*lse_path, lse_shape,
-                     std::span<const float>(lse.data(), static_cast<std::size_t>(lse_count)));
-  out_file->commit();
-  if (lse_file) lse_file->commit();
+// "--kernel 3,5 --dilation 1,2 --stride 1,1 --causal-dims 0,1": the values a
+// run used, defaults included, for messages.
+std::string neighborhood_flags_string(std::span<const attn::neighborhood_dim> dims) {
+  std::string kernel, dilation, stride, causal;
+  for (std::size_t d = 0; d < dims.size(); ++d) {
+    const std::string sep = d ? "," : "";
+    kernel += sep + std::to_string(dims[d].kernel);
+    dilation += sep + std::to_string(dims[d].dilation);
+    stride += sep + std::to_string(dims[d].stride);
+    causal += sep + (dims[d].causal ? "1" : "0");
+  }
+  return "--kernel " + kernel + " --dilation " + dilation + " --stride " + stride +
+         " --causal-dims " + causal;
+}
 
+// Neighborhood attention of rank R: q/k/v (B, X[, Y[, Z]], H, D) in C order.
+template <std::size_t R>
+int run_neighborhood(const common_flags& c, std::span<const attn::neighborhood_dim> parsed) {
+  constexpr std::size_t N = R + 3;
+  attn::neighborhood_options<R> opt;
+  std::copy(parsed.begin(), parsed.end(), opt.dims.begin());
+  opt.scale = c.scale;
+
+  // "(B, X, Y, Hq, Dk) as --kernel has 2 values"
+  const auto layout = [](std::string_view heads_and_dim) {
+    constexpr std::string_view axes[] = {"X", "Y", "Z"};
+    std::string s = "(B";
+    for (std::size_t d = 0; d < R; ++d) s += ", " + std::string(axes[d]);
+    s += ", " + std::string(heads_and_dim) + ") as --kernel has " + std::to_string(R) +
+         (R == 1 ? " value" : " values");
+    return s;
+  };
+  const input q = read_input("--q", c.q, N, layout("Hq, Dk"));
+  const input k = read_input("--k", c.k, N, layout("Hkv, Dk"));
+  const input v = read_input("--v", c.v, N, layout("Hkv, Dv"));
+  // The batch and grid of k and v must be those of q; the library checks the
+  // rest (Dk, Hkv, GQA).
+  const std::span<const std::int64_t> batch_and_grid(q.shape.data(), R + 1);
+  for (const auto& [flag, path, t] : {std::tuple{"--k", &c.k, &k}, std::tuple{"--v", &c.v, &v}}) {
+    if (!std::equal(batch_and_grid.begin(), batch_and_grid.end(), t->shape.begin()))
+      throw std::runtime_error(std::string(flag) + " " + *path + ": expected the batch and grid " +
+                               attn::npy::shape_string(batch_and_grid) +
+                               " of --q in front of (H, D), got shape " +
+                               attn::npy::shape_string(t->shape));
+  }
+  const std::int64_t hq = q.shape[N - 2], dk = q.shape[N - 1], dv = v.shape[N - 1];
+
+  std::vector<std::int64_t> out_shape(q.shape);
+  out_shape[N - 1] = dv;
+  outputs result(std::move(out_shape), c.lse.has_value(), hq >= 1 && dk >= 1 && dv >= 1);
+  const auto out_view = c_order_view<N>(result.out.data(), result.out_shape);
+  const auto lse_view = c.lse ? c_order_view<N - 1>(result.lse.data(), result.lse_shape)
+                              : attn::strided_view<float, N - 1>{};
+  const auto q_view = c_order_view<N>(q.data(), q.shape);
+  const auto k_view = c_order_view<N>(k.data(), k.shape);
+  const auto v_view = c_order_view<N>(v.data(), v.shape);
+
+  const attn::openmp exec{c.threads};
+  const auto once = [&] {
+    attn::neighborhood_attention<attn::default_backend>(q_view, k_view, v_view, out_view, lse_view,
+                                                        opt, exec);
+  };
+  std::optional<double> median_s;
+  try {
+    median_s = run_and_time(once, c.repeat);
+  } catch (const attn::error& e) {
+    // The library names the dimension and parameter; add the flags' values
+    // (defaults included) that it checked.
+    const std::string message = e.what();
+    if (message.find("neighborhood dimension") == std::string::npos) throw;
+    throw std::runtime_error(message + " (" + neighborhood_flags_string(parsed) + ")");
+  }
+  result.write(c);
   if (median_s) {
-    // A run never takes zero time; the clamp to one clock tick only keeps
-    // the JSON finite on a coarse clock.
-    const double tick =
-        std::chrono::duration<double>(std::chrono::steady_clock::duration(1)).count();
-    const double t = std::max(*median_s, tick);
-    const double flops = attn::bench::attention_flops(batch, nq, nk, hq, dk, dv, opt);
-    std::printf("{\"median_s\": %.9g, \"gflops\": %.9g}\n", t, flops / t * 1e-9);
-    std::fflush(stdout);
+    std::array<attn::index_t, R> length{};
+    std::copy_n(q.shape.begin() + 1, R, length.begin());
+    print_timing(*median_s, attn::bench::attention_flops(q.shape[0], length, hq, dk, dv, opt.dims));
   }
   return 0;
+}
+
+int run(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::fwrite(usage_text.data(), 1, usage_text.size(), stdout);
+      return 0;
+    }
+  }
+  const arguments args(argc, argv);
+  const std::string variant = checked_variant(args);
+  if (variant == "neighborhood") {
+    const std::vector<attn::neighborhood_dim> dims = parse_neighborhood_dims(args);
+    const common_flags c = parse_common(args);
+    switch (dims.size()) {
+      case 1:
+        return run_neighborhood<1>(c, dims);
+      case 2:
+        return run_neighborhood<2>(c, dims);
+      default:
+        return run_neighborhood<3>(c, dims);
+    }
+  }
+  return run_softmax(args, parse_common(args));
 }
 
 // One line on stderr, whatever the message holds.

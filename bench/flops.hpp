@@ -3,8 +3,11 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
+#include <cstddef>
 
 #include "attn/core/tensor.hpp"
+#include "attn/mask/neighborhood_window.hpp"
 #include "attn/variant/dense.hpp"
 
 // The FLOP count every benchmark and attnrun report (DESIGN §4).
@@ -51,6 +54,32 @@ inline double attention_flops(index_t batch, index_t nq, index_t nk, index_t hq,
 inline double attention_flops(index_t batch, index_t nq, index_t nk, index_t hq, index_t dk,
                               index_t dv, bool causal) {
   return allowed_pairs(nq, nk, causal) * 2.0 * static_cast<double>(dk + dv) *
+         static_cast<double>(hq * batch);
+}
+
+// Allowed pairs per head of a rank-R neighborhood on a grid of `length`
+// (DESIGN §2). A pair is allowed iff it is allowed in every dimension, so the
+// count is the product over dimensions of the 1-D counts, each the sum of
+// the window sizes of that dimension's queries. Valid parameters only.
+template <std::size_t R>
+double allowed_pairs(const std::array<index_t, R>& length,
+                     const std::array<neighborhood_dim, R>& dims) {
+  double pairs = 1;
+  for (std::size_t d = 0; d < R; ++d) {
+    double n = 0;
+    for (index_t i = 0; i < length[d]; ++i) {
+      const neighborhood_keys w = neighborhood_window(dims[d], length[d], i);
+      n += static_cast<double>(w.last - w.first);
+    }
+    pairs *= n;
+  }
+  return pairs;
+}
+
+template <std::size_t R>
+double attention_flops(index_t batch, const std::array<index_t, R>& length, index_t hq,
+                       index_t dk, index_t dv, const std::array<neighborhood_dim, R>& dims) {
+  return allowed_pairs(length, dims) * 2.0 * static_cast<double>(dk + dv) *
          static_cast<double>(hq * batch);
 }
 

@@ -2,9 +2,10 @@
 // SPDX-License-Identifier: Apache-2.0
 
 // Tests of bench/npy.hpp (the .npy reader and writer) and of the attnrun
-// command line (DESIGN.md §4): correct results against an fp64 reference,
-// the --repeat JSON line, and for every kind of bad input a non-zero exit,
-// one line on stderr naming the problem, and no output file.
+// command line (DESIGN.md §4): correct results of --variant softmax and
+// --variant neighborhood against fp64 oracles, the --repeat JSON line, and
+// for every kind of bad input a non-zero exit, one line on stderr naming the
+// problem, and no output file.
 
 #ifndef ATTNRUN_PATH
 #error "ATTNRUN_PATH must be defined as the path of the built attnrun binary"
@@ -13,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cctype>
 #include <cmath>
@@ -22,12 +24,14 @@
 #include <fstream>
 #include <iterator>
 #include <limits>
+#include <optional>
 #include <random>
 #include <regex>
 #include <sstream>
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #if !defined(_WIN32)
@@ -35,6 +39,7 @@
 #endif
 
 #include "npy.hpp"
+#include "reference/neighborhood_reference.hpp"
 #include "reference/softmax_reference.hpp"
 
 namespace {
@@ -704,7 +709,8 @@ TEST_F(AttnrunTest, HelpPrintsUsage) {
   const run_result r = run({"--help"});
   EXPECT_EQ(r.code, 0);
   EXPECT_TRUE(contains_nocase(r.out, "usage")) << r.out;
-  for (const char* flag : {"--variant", "--window", "--softcap", "--alibi", "--bias", "--doc"})
+  for (const char* flag : {"--variant", "--window", "--softcap", "--alibi", "--bias", "--doc",
+                           "--kernel", "--dilation", "--stride", "--causal-dims", "neighborhood"})
     EXPECT_TRUE(contains_nocase(r.out, flag)) << flag << " is missing from: " << r.out;
   EXPECT_EQ(r.err, "");
 }
@@ -833,7 +839,7 @@ TEST_F(AttnrunBadInput, MissingValuesAndFlags) {
 }
 
 TEST_F(AttnrunBadInput, VariantsNotImplementedYet) {
-  for (const char* variant : {"neighborhood", "block_sparse", "linear", "latent"}) {
+  for (const char* variant : {"block_sparse", "linear", "latent"}) {
     std::vector<std::string> args = softmax_args();
     args[1] = variant;
     expect_failure(args, std::string("--variant ") + variant + " is not implemented yet",
@@ -844,13 +850,16 @@ TEST_F(AttnrunBadInput, VariantsNotImplementedYet) {
   expect_failure(args, "--variant flash", exit_usage);
 }
 
-TEST_F(AttnrunBadInput, FlagsOfLaterIssuesAreNotSupportedYet) {
-  const std::vector<std::vector<std::string>> later = {
+TEST_F(AttnrunBadInput, FlagsOfOtherVariantsAreRefused) {
+  const std::vector<std::vector<std::string>> others = {
       {"--kernel", "7"},    {"--dilation", "2"},   {"--stride", "1"}, {"--causal-dims", "0"},
       {"--block", "16,16"}, {"--layout", "l.npy"}, {"--topk", "2"},   {"--feature", "relu"},
       {"--normalize"},      {"--decay", "d.npy"},  {"--dv", "4"}};
-  for (const auto& flag : later)
-    expect_failure(softmax_args(flag), flag[0] + " is not supported yet", exit_usage);
+  for (const auto& flag : others)
+    expect_failure(softmax_args(flag), flag[0] + " does not apply to --variant softmax",
+                   exit_usage);
+  expect_failure_mentioning(softmax_args({"--kernel", "7,7", "--causal"}),
+                            {"--kernel", "only to neighborhood"}, exit_usage);
 }
 
 TEST_F(AttnrunBadInput, OutAndLseNameTheSameFile) {
@@ -1025,6 +1034,356 @@ TEST_F(AttnrunBadInput, BadDocumentIds) {
   npy::write_f32(path("q.npy"), more_queries.q_shape(), more_queries.q);
   write_ids(doc, {0, 0, 1, 1});
   expect_failure_mentioning(softmax_args({"--doc", doc}), {"--doc", "Nq <= Nk"}, exit_failure);
+}
+
+}  // namespace
+
+namespace {
+
+// --variant neighborhood (DESIGN §2 and §4): rank 1, 2 and 3 grids against
+// the fp64 oracle of tests/reference/neighborhood_reference.hpp.
+
+using attn::index_t;
+using attn::neighborhood_dim;
+
+// A neighborhood problem: q (B, grid..., Hq, Dk), k and v (B, grid..., Hkv,
+// Dk|Dv), C order, deterministic random contents.
+struct grid_problem {
+  std::int64_t b;
+  std::vector<std::int64_t> grid;
+  std::int64_t hq, hkv, dk, dv;
+  std::vector<float> q, k, v;
+
+  grid_problem(std::int64_t b_, std::vector<std::int64_t> grid_, std::int64_t hq_,
+               std::int64_t hkv_, std::int64_t dk_, std::int64_t dv_, unsigned seed)
+      : b(b_), grid(std::move(grid_)), hq(hq_), hkv(hkv_), dk(dk_), dv(dv_) {
+    q = normal_values(static_cast<std::size_t>(b * tokens() * hq * dk), 1.0f, seed);
+    k = normal_values(static_cast<std::size_t>(b * tokens() * hkv * dk), 1.0f, seed + 1);
+    v = normal_values(static_cast<std::size_t>(b * tokens() * hkv * dv), 1.0f, seed + 2);
+  }
+  std::int64_t tokens() const {
+    std::int64_t n = 1;
+    for (std::int64_t l : grid) n *= l;
+    return n;
+  }
+  std::vector<std::int64_t> shape(std::int64_t heads, std::int64_t last) const {
+    std::vector<std::int64_t> s{b};
+    s.insert(s.end(), grid.begin(), grid.end());
+    s.push_back(heads);
+    if (last >= 0) s.push_back(last);
+    return s;
+  }
+  std::vector<std::int64_t> q_shape() const { return shape(hq, dk); }
+  std::vector<std::int64_t> k_shape() const { return shape(hkv, dk); }
+  std::vector<std::int64_t> v_shape() const { return shape(hkv, dv); }
+  std::vector<std::int64_t> out_shape() const { return shape(hq, dv); }
+  std::vector<std::int64_t> lse_shape() const { return shape(hq, -1); }
+};
+
+// The fp64 oracle. The files are C order, so the grid's row-major token
+// order is already the flat (B, N, H, D) order of the oracle's rows; with the
+// default scale this is ref::neighborhood_attention itself.
+template <std::size_t R>
+attn::ref::softmax_result neighborhood_oracle(const grid_problem& p,
+                                              const std::array<neighborhood_dim, R>& dims,
+                                              std::optional<double> scale = std::nullopt) {
+  attn::ref::grid<R> g;
+  std::copy_n(p.grid.begin(), R, g.length.begin());
+  const index_t n = p.tokens();
+  const auto q = attn::bshd<const float>(p.q.data(), p.b, n, p.hq, p.dk);
+  const auto k = attn::bshd<const float>(p.k.data(), p.b, n, p.hkv, p.dk);
+  const auto v = attn::bshd<const float>(p.v.data(), p.b, n, p.hkv, p.dv);
+  if (!scale) {
+    auto grid_view = [&](const float* data, index_t heads, index_t last) {
+      attn::strided_view<const float, R + 3> x{data, {}, {}};
+      x.extent[0] = p.b;
+      std::copy_n(g.length.begin(), R, x.extent.begin() + 1);
+      x.extent[R + 1] = heads;
+      x.extent[R + 2] = last;
+      index_t pitch = 1;
+      for (std::size_t d = R + 3; d-- > 0;) {
+        x.stride[d] = pitch;
+        pitch *= x.extent[d];
+      }
+      return x;
+    };
+    return attn::ref::neighborhood_attention<R>(grid_view(p.q.data(), p.hq, p.dk),
+                                                grid_view(p.k.data(), p.hkv, p.dk),
+                                                grid_view(p.v.data(), p.hkv, p.dv), dims);
+  }
+  auto allowed = [&](index_t, index_t, index_t i, index_t j) {
+    return attn::ref::neighborhood_pair(g, dims, i, j);
+  };
+  auto identity = [](double s, index_t, index_t, index_t, index_t) { return s; };
+  return attn::ref::softmax_attention(q, k, v, *scale, nullptr, allowed, identity);
+}
+
+class AttnrunNeighborhood : public AttnrunTest {
+ protected:
+  void write_problem(const grid_problem& p) const {
+    npy::write_f32(path("q.npy"), p.q_shape(), p.q);
+    npy::write_f32(path("k.npy"), p.k_shape(), p.k);
+    npy::write_f32(path("v.npy"), p.v_shape(), p.v);
+  }
+
+  // --variant neighborhood with q/k/v/out/lse in the test directory, then `extra`.
+  std::vector<std::string> neighborhood_args(const std::vector<std::string>& extra) const {
+    std::vector<std::string> args = softmax_args(extra);
+    args[1] = "neighborhood";
+    return args;
+  }
+
+  // Runs attnrun with `extra` and checks out and lse against the oracle of
+  // `dims` (DESIGN §1 accuracy). Returns the oracle.
+  template <std::size_t R>
+  attn::ref::softmax_result expect_matches_oracle(
+      const grid_problem& p, const std::vector<std::string>& extra,
+      const std::array<neighborhood_dim, R>& dims,
+      std::optional<double> scale = std::nullopt) const {
+    const attn::ref::softmax_result want = neighborhood_oracle<R>(p, dims, scale);
+    const run_result r = run(neighborhood_args(extra));
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.err, "");
+    EXPECT_EQ(r.out, "") << "attnrun prints nothing on stdout without --repeat";
+    if (r.code != 0) return want;
+    const npy::array out = npy::read(path("out.npy"));
+    const npy::array lse = npy::read(path("lse.npy"));
+    EXPECT_EQ(out.shape, p.out_shape());
+    EXPECT_EQ(lse.shape, p.lse_shape());
+    if (out.floats().size() != want.out.size() || lse.floats().size() != want.lse.size()) {
+      ADD_FAILURE() << "out or lse of the wrong size";
+      return want;
+    }
+    EXPECT_LE(relative_frobenius(out.floats(), want.out), 1e-5);
+    for (std::size_t i = 0; i < want.out.size(); ++i)
+      EXPECT_NEAR(out.floats()[i], want.out[i], 1e-4 * want.max_abs_v) << "out element " << i;
+    for (std::size_t i = 0; i < want.lse.size(); ++i)
+      EXPECT_NEAR(lse.floats()[i], want.lse[i], 1e-5 * (1 + std::abs(want.lse[i])))
+          << "lse row " << i;
+    // Every row sees some keys, and the neighborhood removed some pairs:
+    // the case is not dense attention in disguise.
+    const auto [fewest, most] = std::minmax_element(want.keys.begin(), want.keys.end());
+    EXPECT_GT(*fewest, 0);
+    EXPECT_LT(*fewest, p.tokens());
+    return want;
+  }
+};
+
+TEST_F(AttnrunNeighborhood, Rank1GqaMatchesTheOracle) {
+  const grid_problem p(2, {23}, 4, 2, 8, 6, 21);  // Dk != Dv, two query heads per kv head
+  write_problem(p);
+  expect_matches_oracle<1>(p, {"--kernel", "5", "--dilation", "2", "--stride", "3"},
+                           {neighborhood_dim{5, 2, 3, false}});
+  expect_matches_oracle<1>(
+      p, {"--kernel", "5", "--dilation", "2", "--stride", "3", "--causal-dims", "1"},
+      {neighborhood_dim{5, 2, 3, true}});
+  // K * D = L: the largest kernel the dilation allows.
+  expect_matches_oracle<1>(p, {"--kernel", "11", "--dilation", "2"},
+                           {neighborhood_dim{11, 2, 1, false}});
+}
+
+TEST_F(AttnrunNeighborhood, Rank2MatchesTheOracle) {
+  const grid_problem p(2, {9, 11}, 2, 2, 8, 8, 22);
+  write_problem(p);
+  expect_matches_oracle<2>(
+      p, {"--kernel", "3,5", "--dilation", "2,1", "--stride", "1,5", "--causal-dims", "0,1"},
+      {neighborhood_dim{3, 2, 1, false}, neighborhood_dim{5, 1, 5, true}});
+  expect_matches_oracle<2>(
+      p, {"--kernel=4,2", "--dilation=1,3", "--stride=2,2", "--causal-dims=1,0", "--threads=1"},
+      {neighborhood_dim{4, 1, 2, true}, neighborhood_dim{2, 3, 2, false}});
+}
+
+TEST_F(AttnrunNeighborhood, Rank3MqaWithScaleMatchesTheOracle) {
+  const grid_problem p(1, {4, 6, 7}, 3, 1, 4, 5, 23);  // one kv head for three query heads
+  write_problem(p);
+  const std::array<neighborhood_dim, 3> dims = {neighborhood_dim{2, 2, 2, true},
+                                                neighborhood_dim{3, 2, 1, false},
+                                                neighborhood_dim{4, 1, 3, false}};
+  expect_matches_oracle<3>(p,
+                           {"--kernel", "2,3,4", "--dilation", "2,2,1", "--stride", "2,1,3",
+                            "--causal-dims", "1,0,0", "--scale", "0.7", "--threads", "2"},
+                           dims, 0.7);
+  expect_matches_oracle<3>(
+      p,
+      {"--kernel", "2,3,4", "--dilation", "2,2,1", "--stride", "2,1,3", "--causal-dims", "1,0,0"},
+      dims);
+}
+
+TEST_F(AttnrunNeighborhood, MissingPerDimensionFlagsTakeTheirDefaults) {
+  const grid_problem p(1, {7, 8}, 2, 1, 8, 8, 24);
+  write_problem(p);
+  // Only --kernel: dilation 1, stride 1, not causal in every dimension.
+  expect_matches_oracle<2>(p, {"--kernel", "3,5"}, {neighborhood_dim{3}, neighborhood_dim{5}});
+  const std::string implicit = read_bytes(path("out.npy"));
+  expect_matches_oracle<2>(
+      p, {"--kernel", "3,5", "--dilation", "1,1", "--stride", "1,1", "--causal-dims", "0,0"},
+      {neighborhood_dim{3}, neighborhood_dim{5}});
+  EXPECT_EQ(read_bytes(path("out.npy")), implicit) << "explicit defaults changed the result";
+  // Each flag alone; the others keep their defaults.
+  expect_matches_oracle<2>(p, {"--kernel", "3,4", "--dilation", "2,2"},
+                           {neighborhood_dim{3, 2}, neighborhood_dim{4, 2}});
+  expect_matches_oracle<2>(p, {"--kernel", "3,4", "--stride", "3,2"},
+                           {neighborhood_dim{3, 1, 3}, neighborhood_dim{4, 1, 2}});
+  expect_matches_oracle<2>(p, {"--kernel", "3,4", "--causal-dims", "0,1"},
+                           {neighborhood_dim{3}, neighborhood_dim{4, 1, 1, true}});
+}
+
+TEST_F(AttnrunNeighborhood, OutWithoutLse) {
+  const grid_problem p(1, {5, 6}, 2, 2, 4, 4, 25);
+  write_problem(p);
+  std::vector<std::string> args = neighborhood_args({"--kernel", "2,3"});
+  args.erase(args.begin() + 10, args.begin() + 12);  // "--lse", path
+  const run_result r = run(args);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  const npy::array out = npy::read(path("out.npy"));
+  EXPECT_EQ(out.shape, p.out_shape());
+  const attn::ref::softmax_result want =
+      neighborhood_oracle<2>(p, {neighborhood_dim{2}, neighborhood_dim{3}});
+  EXPECT_LE(relative_frobenius(out.floats(), want.out), 1e-5);
+  EXPECT_FALSE(fs::exists(path("lse.npy")));
+}
+
+TEST_F(AttnrunNeighborhood, RepeatCountsAllowedPairsOnly) {
+  const grid_problem p(2, {8, 10}, 4, 2, 8, 6, 26);
+  write_problem(p);
+  const std::array<neighborhood_dim, 2> dims = {neighborhood_dim{3, 2, 1, false},
+                                                neighborhood_dim{5, 1, 2, true}};
+  const run_result r = run(neighborhood_args({"--kernel", "3,5", "--dilation", "2,1", "--stride",
+                                              "1,2", "--causal-dims", "0,1", "--repeat", "3"}));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  ASSERT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
+  const std::regex json(
+      R"(^\{\s*"median_s"\s*:\s*([-+0-9.eE]+)\s*,\s*"gflops"\s*:\s*([-+0-9.eE]+)\s*\}\n$)");
+  std::smatch m;
+  ASSERT_TRUE(std::regex_match(r.out, m, json)) << r.out;
+  const double median_s = std::stod(m[1].str()), gflops = std::stod(m[2].str());
+  EXPECT_GT(median_s, 0.0);
+  EXPECT_GT(gflops, 0.0);
+  // The oracle's allowed keys per (b, query, head) row, summed: every pair the
+  // kernel must compute, 2 x (Dk + Dv) FLOPs each.
+  const attn::ref::softmax_result want = neighborhood_oracle<2>(p, dims);
+  double pairs = 0;
+  for (index_t n : want.keys) pairs += static_cast<double>(n);
+  EXPECT_LT(pairs, static_cast<double>(p.b * p.hq * p.tokens() * p.tokens()));
+  const double flops = pairs * 2 * static_cast<double>(p.dk + p.dv);
+  EXPECT_NEAR(gflops * 1e9 * median_s, flops, 1e-3 * flops);
+  // The outputs are still written, and correct.
+  EXPECT_LE(relative_frobenius(npy::read(path("out.npy")).floats(), want.out), 1e-5);
+  EXPECT_EQ(npy::read(path("lse.npy")).shape, p.lse_shape());
+}
+
+// --- bad neighborhood command lines and inputs
+
+class AttnrunNeighborhoodBadInput : public AttnrunNeighborhood {
+ protected:
+  // A valid problem on a 6 x 5 grid; each test breaks one thing.
+  void SetUp() override {
+    AttnrunNeighborhood::SetUp();
+    AttnrunNeighborhood::write_problem(grid_problem(1, {6, 5}, 2, 2, 8, 8, 27));
+  }
+};
+
+TEST_F(AttnrunNeighborhoodBadInput, TheFixtureRuns) {
+  const run_result r = run(neighborhood_args({"--kernel", "3,3"}));
+  EXPECT_EQ(r.code, 0) << r.err;
+}
+
+TEST_F(AttnrunNeighborhoodBadInput, PerDimensionCountsMustMatchTheKernel) {
+  expect_failure_mentioning(neighborhood_args({"--kernel", "3,3", "--dilation", "2"}),
+                            {"--dilation", "expects 2 values", "got 1"}, exit_usage);
+  expect_failure_mentioning(neighborhood_args({"--kernel", "3,3", "--stride", "1,1,1"}),
+                            {"--stride", "expects 2 values", "got 3"}, exit_usage);
+  expect_failure_mentioning(neighborhood_args({"--kernel", "3", "--causal-dims", "0,1"}),
+                            {"--causal-dims", "expects 1 value", "got 2"}, exit_usage);
+  expect_failure_mentioning(neighborhood_args({"--kernel", "2,2,2,2"}),
+                            {"--kernel", "1 to 3 values", "got 4"}, exit_usage);
+}
+
+TEST_F(AttnrunNeighborhoodBadInput, MalformedPerDimensionValues) {
+  expect_failure(neighborhood_args({}), "--kernel", exit_usage);  // --kernel is required
+  for (const char* text : {"3,,3", "3,", ",3", "a", "3;3", "3.5", "3, 3", "99999999999"})
+    expect_failure(neighborhood_args({"--kernel", text}), "--kernel", exit_usage);
+  expect_failure(neighborhood_args({"--kernel", "3,3", "--dilation", "1,x"}), "--dilation",
+                 exit_usage);
+  expect_failure_mentioning(neighborhood_args({"--kernel", "3,3", "--causal-dims", "0,2"}),
+                            {"--causal-dims", "0 or 1"}, exit_usage);
+}
+
+TEST_F(AttnrunNeighborhoodBadInput, InvalidParametersAreLibraryErrors) {
+  // K < 2.
+  expect_failure_mentioning(neighborhood_args({"--kernel", "3,1"}),
+                            {"dimension 1", "kernel", "K >= 2", "--kernel 3,1"}, exit_failure);
+  expect_failure_mentioning(neighborhood_args({"--kernel", "-3,3"}),
+                            {"dimension 0", "kernel", "--kernel -3,3"}, exit_failure);
+  // S > K, and S < 1.
+  expect_failure_mentioning(neighborhood_args({"--kernel", "3,3", "--stride", "1,4"}),
+                            {"dimension 1", "stride", "--stride 1,4"}, exit_failure);
+  expect_failure_mentioning(neighborhood_args({"--kernel", "3,3", "--stride", "0,1"}),
+                            {"dimension 0", "stride", "--stride 0,1"}, exit_failure);
+  // D < 1.
+  expect_failure_mentioning(neighborhood_args({"--kernel", "3,3", "--dilation", "1,0"}),
+                            {"dimension 1", "dilation", "--dilation 1,0"}, exit_failure);
+  // K * D > L: 3 * 2 = 6 > 5 in the second dimension; 7 > 6 in the first.
+  expect_failure_mentioning(neighborhood_args({"--kernel", "3,3", "--dilation", "1,2"}),
+                            {"dimension 1", "K * D", "--kernel 3,3 --dilation 1,2"}, exit_failure);
+  expect_failure_mentioning(neighborhood_args({"--kernel", "7,2"}),
+                            {"dimension 0", "K * D", "--kernel 7,2"}, exit_failure);
+}
+
+TEST_F(AttnrunNeighborhoodBadInput, GridsOfQAndKvMustMatch) {
+  const grid_problem other_grid(1, {6, 4}, 2, 2, 8, 8, 28);
+  npy::write_f32(path("k.npy"), other_grid.k_shape(), other_grid.k);
+  expect_failure_mentioning(neighborhood_args({"--kernel", "3,3"}), {"--k", "grid", "(1, 6, 5)"},
+                            exit_failure);
+  const grid_problem p(1, {6, 5}, 2, 2, 8, 8, 27);
+  npy::write_f32(path("k.npy"), p.k_shape(), p.k);
+  const grid_problem other_batch(2, {6, 5}, 2, 2, 8, 8, 29);
+  npy::write_f32(path("v.npy"), other_batch.v_shape(), other_batch.v);
+  expect_failure_mentioning(neighborhood_args({"--kernel", "3,3"}), {"--v", "grid"}, exit_failure);
+  npy::write_f32(path("v.npy"), p.v_shape(), p.v);
+  // Dk of k differs from q's; Hq = 2 is not a multiple of Hkv = 3 (library checks).
+  const grid_problem other_dk(1, {6, 5}, 2, 2, 4, 8, 30);
+  npy::write_f32(path("k.npy"), other_dk.k_shape(), other_dk.k);
+  expect_failure_mentioning(neighborhood_args({"--kernel", "3,3"}), {"k:", "shape"}, exit_failure);
+  const grid_problem three_kv_heads(1, {6, 5}, 2, 3, 8, 8, 31);
+  npy::write_f32(path("k.npy"), three_kv_heads.k_shape(), three_kv_heads.k);
+  npy::write_f32(path("v.npy"), three_kv_heads.v_shape(), three_kv_heads.v);
+  expect_failure(neighborhood_args({"--kernel", "3,3"}), "GQA", exit_failure);
+}
+
+TEST_F(AttnrunNeighborhoodBadInput, InputRankMustFollowTheKernel) {
+  // Rank 5 files, a kernel of 1 or 3 values.
+  expect_failure_mentioning(neighborhood_args({"--kernel", "3"}),
+                            {"--q", "rank 4", "(B, X, Hq, Dk)", "(1, 6, 5, 2, 8)"}, exit_failure);
+  expect_failure_mentioning(neighborhood_args({"--kernel", "2,2,2"}),
+                            {"--q", "rank 6", "(B, X, Y, Z, Hq, Dk)"}, exit_failure);
+  // One file of the wrong rank.
+  npy::write_f32(path("v.npy"), std::vector<std::int64_t>{1, 30, 2, 8}, std::vector<float>(480));
+  expect_failure_mentioning(neighborhood_args({"--kernel", "3,3"}), {"--v", "rank 5"},
+                            exit_failure);
+}
+
+TEST_F(AttnrunNeighborhoodBadInput, FlagsOfOtherVariantsAreRefused) {
+  const std::vector<std::vector<std::string>> others = {
+      {"--causal"},         {"--window", "3,3"},   {"--sink-tokens", "2"}, {"--sinks", "s.npy"},
+      {"--softcap", "2"},   {"--alibi"},           {"--bias", "b.npy"},    {"--doc", "d.npy"},
+      {"--block", "16,16"}, {"--layout", "l.npy"}, {"--topk", "2"},        {"--feature", "relu"},
+      {"--normalize"},      {"--decay", "d.npy"},  {"--dv", "4"}};
+  for (const auto& flag : others) {
+    std::vector<std::string> extra = {"--kernel", "3,3"};
+    extra.insert(extra.end(), flag.begin(), flag.end());
+    expect_failure(neighborhood_args(extra), flag[0] + " does not apply to --variant neighborhood",
+                   exit_usage);
+  }
+  expect_failure(neighborhood_args({"--kernel", "3,3", "--causal"}), "--causal-dims", exit_usage);
+}
+
+TEST_F(AttnrunNeighborhoodBadInput, OutAndLseNameTheSameFile) {
+  std::vector<std::string> args = neighborhood_args({"--kernel", "3,3"});
+  args[11] = path("out.npy").string();
+  expect_failure(args, "same file", exit_usage);
 }
 
 }  // namespace
