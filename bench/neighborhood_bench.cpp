@@ -12,7 +12,7 @@
 
 #include "attn/attn.hpp"
 #include "bench_util.hpp"
-#include "reference/neighborhood_reference.hpp"
+#include "flops.hpp"
 
 namespace {
 
@@ -21,21 +21,6 @@ using attn::neighborhood_dim;
 
 constexpr index_t heads = 8, dim = 64;
 constexpr int threads = 2;
-
-// Allowed pairs per head: the product over dimensions of the 1-D counts.
-template <std::size_t R>
-double neighborhood_pairs(const std::array<index_t, R>& length, const std::array<neighborhood_dim, R>& dims) {
-  double pairs = 1;
-  for (std::size_t d = 0; d < R; ++d) {
-    double n = 0;
-    for (index_t i = 0; i < length[d]; ++i) {
-      const attn::neighborhood_keys w = attn::neighborhood_window(dims[d], length[d], i);
-      n += static_cast<double>(w.last - w.first);
-    }
-    pairs *= n;
-  }
-  return pairs;
-}
 
 template <std::size_t R>
 void run(benchmark::State& state, const std::array<index_t, R>& length,
@@ -71,7 +56,7 @@ void run(benchmark::State& state, const std::array<index_t, R>& length,
     benchmark::DoNotOptimize(p.out.data());
   }
   const double pairs = dense ? static_cast<double>(tokens) * static_cast<double>(tokens)
-                             : neighborhood_pairs<R>(length, dims);
+                             : attn::bench::allowed_pairs<R>(length, dims);
   attn::bench::set_flops(state, pairs * 2.0 * 2 * dim * heads);
   state.counters["pairs"] = pairs;
 }

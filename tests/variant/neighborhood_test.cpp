@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <array>
 #include <string>
 #include <vector>
@@ -130,50 +131,65 @@ TYPED_TEST(NeighborhoodTest, ThreeDimensions) {
               {neighborhood_dim{3}, neighborhood_dim{5, 1, 2}, neighborhood_dim{5}}, attn::openmp{2});
 }
 
-// The tile-major layout's classification, checked exhaustively on small
-// grids: keys() holds every allowed key of a query tile's real tokens, a
-// `full` KV tile allows every pair, an `empty` one none.
+// The packed layout's mask, checked exhaustively on small grids: keys() and
+// key_runs() hold every allowed key of a query tile's real tokens; on the
+// KV tiles the core cuts from the runs and on ranges anywhere, a `full`
+// range allows every pair, an `empty` one none, and remove_pairs leaves
+// exactly the allowed pairs.
 template <std::size_t R>
 void expect_sound_layout(const std::array<index_t, R>& length, const std::array<neighborhood_dim, R>& dims,
                          index_t positions) {
-  const attn::detail::neighborhood_layout<R> layout(length, dims, positions);
-  const index_t v = layout.volume(), n = layout.tokens();
+  const attn::detail::neighborhood_layout<R> layout(length, dims, positions, 4, 16);
+  const index_t v = layout.volume(), nq = layout.queries(), nk = layout.keys();
+  constexpr index_t heads = 2;
   index_t full = 0, partial = 0;
-  for (index_t qt = 0; qt < n / v; ++qt) {
-    const attn::query_block qb{0, qt * v, (qt + 1) * v, 0, 1, n, n};
+  std::vector<float> st;
+  for (index_t qt = 0; qt < nq / v; ++qt) {
+    const attn::query_block qb{0, qt * v, (qt + 1) * v, 0, heads, nq, nk};
     const attn::key_range range = layout.keys(qb);
     std::vector<attn::key_range> runs;
     layout.key_runs(qb, runs);
     for (index_t i = qb.i_begin; i < qb.i_end; ++i)
-      for (index_t j = 0; j < n; ++j)
+      for (index_t j = 0; j < nk; ++j)
         if (layout.allowed(0, 0, i, j)) {
           ASSERT_TRUE(j >= range.begin && j < range.end) << "keys() misses " << i << ", " << j;
           ASSERT_TRUE(std::any_of(runs.begin(), runs.end(), [&](attn::key_range r) {
             return j >= r.begin && j < r.end;
           })) << "key_runs() misses " << i << ", " << j;
         }
-    for (index_t kt = range.begin / v; kt < range.end / v; ++kt) {
-      const attn::tile_kind kind = layout.classify(qb, kt * v, (kt + 1) * v);
+    auto check_range = [&](index_t j0, index_t j1) {
+      const attn::tile_kind kind = layout.classify(qb, j0, j1);
       full += kind == attn::tile_kind::full;
       partial += kind == attn::tile_kind::partial;
+      const index_t ldq = v * heads;
+      st.assign(static_cast<std::size_t>((j1 - j0) * ldq), 1.0f);
+      layout.remove_pairs(qb, heads, j0, j1 - j0, st.data(), ldq);
       for (index_t i = qb.i_begin; i < qb.i_end; ++i) {
-        if (layout.token(i) < 0) continue;  // padding rows are computed and discarded
-        for (index_t j = kt * v; j < (kt + 1) * v; ++j) {
-          if (kind == attn::tile_kind::full) {
-            ASSERT_TRUE(layout.allowed(0, 0, i, j)) << i << ", " << j;
-          } else if (kind == attn::tile_kind::empty) {
-            ASSERT_FALSE(layout.allowed(0, 0, i, j)) << i << ", " << j;
-          }
+        if (layout.query_token(i) < 0) continue;  // padding rows are computed and discarded
+        for (index_t j = j0; j < j1; ++j) {
+          const bool ok = layout.allowed(0, 0, i, j);
+          if (kind == attn::tile_kind::full) ASSERT_TRUE(ok) << i << ", " << j;
+          if (kind == attn::tile_kind::empty) ASSERT_FALSE(ok) << i << ", " << j;
+          for (index_t h = 0; h < heads; ++h)
+            ASSERT_EQ(std::isfinite(st[static_cast<std::size_t>((j - j0) * ldq + (i - qb.i_begin) * heads + h)]), ok)
+                << "remove_pairs " << i << ", " << j;
         }
       }
-    }
+    };
+    for (const attn::key_range r : runs)
+      for (index_t j0 = r.begin; j0 < r.end; j0 += 7) check_range(j0, std::min(j0 + 7, r.end));
+    for (index_t j0 = 0; j0 < nk; j0 += 3) check_range(j0, std::min(j0 + 5, nk));
   }
   EXPECT_GT(partial, 0);
-  // Every real token appears once.
-  std::vector<int> seen(static_cast<std::size_t>(ref::grid<R>{length}.tokens()), 0);
-  for (index_t t = 0; t < n; ++t)
-    if (layout.token(t) >= 0) ++seen[static_cast<std::size_t>(layout.token(t))];
-  for (int c : seen) ASSERT_EQ(c, 1);
+  // Every real token appears once as a query and once as a key.
+  std::vector<int> seen(static_cast<std::size_t>(ref::grid<R>{length}.tokens()), 0), keys = seen;
+  for (index_t t = 0; t < nq; ++t)
+    if (layout.query_token(t) >= 0) ++seen[static_cast<std::size_t>(layout.query_token(t))];
+  for (index_t t = 0; t < nk; ++t) ++keys[static_cast<std::size_t>(layout.key_token(t))];
+  for (std::size_t t = 0; t < seen.size(); ++t) {
+    ASSERT_EQ(seen[t], 1);
+    ASSERT_EQ(keys[t], 1);
+  }
 }
 
 TEST(NeighborhoodLayout, ClassificationIsSound) {

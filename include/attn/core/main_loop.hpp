@@ -180,12 +180,13 @@ struct workspace {
 
   static index_t padded(index_t n) { return static_cast<index_t>(scratch_carver::round_up(n)); }
 
-  workspace(const softmax_problem& p, const tile_rows& t, index_t keys_per_tile)
+  // gather: K and V rows are always copied into kbuf / vbuf (gathered tiles).
+  workspace(const softmax_problem& p, const tile_rows& t, index_t keys_per_tile, bool gather = false)
       : rows(t.rows_per_kv()),
         ldq(rows <= W ? W : round_up(rows, B::score_query_vecs * W)),
         dk(p.dk()), dv(p.dv()), dvp(round_up(dv, W)), tile_keys(keys_per_tile),
         by_rows(rows <= W && dk % W == 0 && W > 1),
-        pack_k(p.k.stride[3] != 1), pack_v(p.v.stride[3] != 1 || dv % W != 0),
+        pack_k(gather || p.k.stride[3] != 1), pack_v(gather || p.v.stride[3] != 1 || dv % W != 0),
         per_kv(padded(dk * ldq) + 3 * padded(ldq)) {
     scratch_carver carve(thread_scratch().floats(
         t.kv_heads * per_kv + padded(tile_keys * ldq) + (pack_k ? padded(tile_keys * dk) : 0) +
@@ -236,6 +237,34 @@ inline row_panel rows_of(const view4<const float>& x, index_t b, index_t j0, ind
     std::fill(buf + j * width + n, buf + (j + 1) * width, 0.0f);
   }
   return {buf, width};
+}
+
+// Copies rows [j0, j0 + keys) of one kv head into buf from row `at` on
+// (width columns, zero-padded): pieces of several key runs gathered into one
+// KV tile.
+inline void gather_rows(const view4<const float>& x, index_t b, index_t j0, index_t keys, index_t g,
+                        float* buf, index_t at, index_t width) {
+  const index_t n = x.extent[3];
+  for (index_t j = 0; j < keys; ++j) {
+    float* dst = buf + (at + j) * width;
+    if (x.stride[3] == 1) {
+      std::copy_n(x.row(b, j0 + j, g), n, dst);
+    } else {
+      for (index_t d = 0; d < n; ++d) dst[d] = x(b, j0 + j, g, d);
+    }
+    std::fill(dst + n, dst + width, 0.0f);
+  }
+}
+
+// A mask whose key runs are short (a neighborhood's grid rows) asks for them
+// to be gathered: pieces of several runs are copied into one KV tile, so the
+// micro-kernels and the softmax update run on whole tiles.
+template <class M>
+bool gathers_runs(const M& m) {
+  if constexpr (requires { { m.gathers_runs() } -> std::convertible_to<bool>; })
+    return m.gathers_runs();
+  else
+    return false;
 }
 
 template <class M>
@@ -309,6 +338,68 @@ void finalize_rows(const float* m, const float* l, index_t rows, index_t dvp, fl
   }
 }
 
+// The gathered form of a work item's walk (see gathers_runs): per kv head,
+// the pieces of its key runs inside [key_lo, key_hi) that the mask does not
+// class empty are copied into KV tiles of up to tile_keys keys; each tile
+// runs the same pipeline as a contiguous one, masked piece by piece.
+template <class B, class Mask, class BlockOf>
+void attend_gathered(const softmax_problem& p, const Mask& mask, const tile_rows& t,
+                     const workspace<B>& ws, index_t key_lo, index_t key_hi, float* o, index_t ldo,
+                     const BlockOf& block_of) {
+  struct piece {
+    index_t j0, keys;
+    tile_kind kind;
+  };
+  thread_local std::vector<key_range> runs;
+  thread_local std::vector<piece> pieces;
+  const index_t ldq = ws.ldq, rows = ws.rows;
+  for (index_t kv = 0; kv < t.kv_heads; ++kv) {
+    const index_t g = t.g0 + kv;
+    const query_block qb = block_of(kv);
+    float* ok = o + kv * rows * ldo;  // (rows, ldo) this kv head's accumulator
+    index_t filled = 0;                // keys gathered into the tile
+    bool partial = false;
+    auto flush = [&] {
+      if (filled == 0) return;
+      if (ws.by_rows)
+        score_dot_tile<B>(ws.kbuf, ws.dk, filled, ws.dk, ws.queries(kv), rows, ws.st, ldq);
+      else
+        score_tile<B>(ws.kbuf, ws.dk, filled, ws.dk, ws.queries(kv), ldq, ws.st);
+      index_t at = 0;
+      for (const piece& x : pieces) {
+        if (x.kind == tile_kind::partial) mask_tile(mask, qb, t, x.j0, x.keys, ws.st + at * ldq, ldq);
+        at += x.keys;
+      }
+      softmax_update<B>(ws.st, filled, ldq, ws.m(kv), ws.l(kv), ws.alpha(kv));
+      rescale_rows<B>(ok, ldo, rows, ws.dvp, ws.alpha(kv));
+      accumulate_values<B>(partial ? tile_kind::partial : tile_kind::full, ws.st, ldq, rows,
+                           row_panel{ws.vbuf, ws.dvp}, filled, ws.dvp, ok, ldo);
+      filled = 0;
+      partial = false;
+      pieces.clear();
+    };
+    runs.clear();
+    pieces.clear();
+    mask.key_runs(qb, runs);
+    for (const key_range run : runs) {
+      for (index_t j0 = std::max(run.begin, key_lo); j0 < std::min(run.end, key_hi);) {
+        const index_t keys = std::min({run.end, key_hi, j0 + ws.tile_keys - filled}) - j0;
+        const tile_kind kind = mask.classify(qb, j0, j0 + keys);
+        if (kind != tile_kind::empty) {
+          gather_rows(p.k, t.b, j0, keys, g, ws.kbuf, filled, ws.dk);
+          gather_rows(p.v, t.b, j0, keys, g, ws.vbuf, filled, ws.dvp);
+          pieces.push_back({j0, keys, kind});
+          partial = partial || kind == tile_kind::partial;
+          filled += keys;
+          if (filled == ws.tile_keys) flush();
+        }
+        j0 += keys;
+      }
+    }
+    flush();
+  }
+}
+
 // Runs one work item over keys [key_lo, key_hi) and leaves, per row r, the
 // normalised output in o[r * ldo ...] and the natural-log lse in lse_out[r].
 template <class B, class Mask, class Modifier>
@@ -316,7 +407,8 @@ void attend_tile(const softmax_problem& p, const Mask& mask, const Modifier& mod
                  const tile_rows& t,
                  index_t tile_keys, index_t key_lo, index_t key_hi, float* o, index_t ldo,
                  float* lse_out) {
-  const workspace<B> ws(p, t, tile_keys);
+  const bool gather = gathers_runs(mask);
+  const workspace<B> ws(p, t, tile_keys, gather);
   const index_t rows = ws.rows, ldq = ws.ldq;
   pack_queries<B>(p, t, ws);
   for (index_t r = 0; r < t.rows(); ++r) std::fill_n(o + r * ldo, ws.dvp, 0.0f);
@@ -342,6 +434,15 @@ void attend_tile(const softmax_problem& p, const Mask& mask, const Modifier& mod
     std::sort(runs.begin(), runs.end(), [](key_range a, key_range b) { return a.begin < b.begin; });
   } else {
     runs.push_back({lo, hi});
+  }
+
+  if constexpr (has_key_runs && std::is_same_v<Modifier, no_modifier>) {
+    if (gather) {
+      attend_gathered<B>(p, mask, t, ws, key_lo, key_hi, o, ldo, block_of);
+      for (index_t kv = 0; kv < t.kv_heads; ++kv)
+        finalize_rows<B>(ws.m(kv), ws.l(kv), rows, ws.dvp, o + kv * rows * ldo, ldo, lse_out + kv * rows);
+      return;
+    }
   }
 
   index_t done = lo;  // keys below are walked (runs may overlap after merging heads)
