@@ -10,7 +10,9 @@
 #include "attn/core/tensor.hpp"
 #include "attn/mask/masks.hpp"
 #include "attn/mask/score_mods.hpp"
+#include "attn/variant/block_sparse.hpp"
 #include "attn/variant/dense.hpp"
+#include "attn/variant/moba.hpp"
 #include "attn/variant/neighborhood.hpp"
 
 #define ATTN_VERSION_MAJOR 0

@@ -446,7 +446,8 @@ void attend_tile(const softmax_problem& p, const Mask& mask, const Modifier& mod
   }
 
   index_t done = lo;  // keys below are walked (runs may overlap after merging heads)
-  for (const key_range run : runs) {
+  for (std::size_t run_index = 0; run_index < runs.size(); ++run_index) {
+    const key_range run = runs[run_index];
     const index_t run_lo = std::max({run.begin, lo, done}), run_hi = std::min(run.end, hi);
     if (run_hi <= run_lo) continue;
     done = run_hi;
@@ -467,8 +468,21 @@ void attend_tile(const softmax_problem& p, const Mask& mask, const Modifier& mod
         const index_t g = t.g0 + kv;
         index_t j0, j1, n0, n1;
         const tile_kind kind = classify_tile(kv, tile, tile + tile_keys, j0, j1);
-        // Start this head's next visited tile on its way from memory.
-        if (classify_tile(kv, tile + tile_keys, tile + 2 * tile_keys, n0, n1) != tile_kind::empty) {
+        // Start this head's next visited tile on its way from memory: the
+        // next one of this run, or at its end the first of the next run
+        // (block-sparse runs are short, and their first tiles would
+        // otherwise arrive cold).
+        bool next_visited =
+            classify_tile(kv, tile + tile_keys, tile + 2 * tile_keys, n0, n1) != tile_kind::empty;
+        if (!next_visited && tile + tile_keys >= run_hi && run_index + 1 < runs.size()) {
+          const key_range nr = runs[run_index + 1];
+          const query_block nqb = block_of(kv);
+          const key_range range = mask.keys(nqb);
+          n0 = std::max({nr.begin, run_hi, range.begin, lo});
+          n1 = std::min({n0 + tile_keys, nr.end, range.end, hi});
+          next_visited = n1 > n0 && mask.classify(nqb, n0, n1) != tile_kind::empty;
+        }
+        if (next_visited) {
           prefetch_rows(p.k.row(t.b, n0, g), p.k.stride[1], n1 - n0, ws.dk * p.k.stride[3]);
           prefetch_rows(p.v.row(t.b, n0, g), p.v.stride[1], n1 - n0, ws.dv * p.v.stride[3]);
         }
