@@ -11,6 +11,9 @@
 //           --kernel K[,K[,K]] [--dilation D,..] [--stride S,..]
 //           [--causal-dims C,..] [--lse L.npy] [--scale F] [--threads N]
 //           [--repeat N]
+//   attnrun --variant block_sparse --q Q.npy --k K.npy --v V.npy --out O.npy
+//           --block BQ,BK|B (--layout LAYOUT.npy | --topk K) [--causal]
+//           [--lse L.npy] [--scale F] [--threads N] [--repeat N]
 //
 // Every input is read and every result computed before anything is written;
 // the outputs are staged as temporary files and renamed into place together,
@@ -56,6 +59,9 @@ constexpr std::string_view usage_text =
                --kernel K[,K[,K]] [--dilation D,..] [--stride S,..]
                [--causal-dims C,..] [--lse L.npy] [--scale F] [--threads N]
                [--repeat N]
+       attnrun --variant block_sparse --q Q.npy --k K.npy --v V.npy --out O.npy
+               --block BQ,BK|B (--layout LAYOUT.npy | --topk K) [--causal]
+               [--lse L.npy] [--scale F] [--threads N] [--repeat N]
 
 Runs attention on .npy files (float32 little-endian, C order):
   q (B, Nq, Hq, Dk), k (B, Nk, Hkv, Dk), v (B, Nk, Hkv, Dv)
@@ -65,7 +71,7 @@ Neighborhood attention runs on a grid of rank R = 1..3 (the number of values
 of --kernel): q (B, X[, Y[, Z]], Hq, Dk), k and v (B, X[, Y[, Z]], Hkv, Dk|Dv)
 -> out (B, X[, Y[, Z]], Hq, Dv), lse (B, X[, Y[, Z]], Hq).
 
-  --variant NAME  softmax or neighborhood (block_sparse, linear and latent are
+  --variant NAME  softmax, neighborhood or block_sparse (linear and latent are
                   not implemented yet)
   --q/--k/--v F   input tensors
   --out F         output tensor, written only when the run succeeds
@@ -100,6 +106,22 @@ neighborhood (NATTEN / GNA rule of DESIGN.md §2, one value per grid dimension):
                   1: causal along that dimension, 0: not (default 0)
   --dilation, --stride and --causal-dims, when given, need one value per
   value of --kernel.
+
+block_sparse (DESIGN.md §2; shapes as softmax), exactly one of --layout and
+--topk:
+  --layout F      (Hq|1, ceil(Nq/BQ), ceil(Nk/BK)) uint8 '|u1' block layout,
+                  one per query head or shared (1): key j is allowed for query
+                  i of head h iff layout[h][i / BQ][j / BK] != 0
+  --block BQ,BK   with --layout: query and key block sizes, positive; a single
+                  value B means BQ = BK = B
+  --causal        with --layout: also require j <= i + Nk - Nq
+  --topk K        MoBA gating, K >= 1: each query attends to its own key block
+                  (causally) and the K - 1 past blocks whose mean key scores
+                  highest against it (ties to the lower block)
+  --block B       with --topk: the key block size (B, or B,B: MoBA has one
+                  block size)
+  MoBA is causal by definition: with --topk, --causal is accepted and changes
+  nothing. --repeat counts the pairs the layout or the gate selects.
 
 Flags may be written "--flag value" or "--flag=value"; a flag of another
 variant is refused. On error attnrun prints one line on stderr, writes no
@@ -165,8 +187,8 @@ bool applies_to(const flag_info& flag, std::string_view variant) {
   return false;
 }
 
-constexpr std::string_view variants_implemented[] = {"softmax", "neighborhood"};
-constexpr std::string_view variants_planned[] = {"block_sparse", "linear", "latent"};
+constexpr std::string_view variants_implemented[] = {"softmax", "neighborhood", "block_sparse"};
+constexpr std::string_view variants_planned[] = {"linear", "latent"};
 
 // The command line, parsed: flag -> value ("" for a boolean flag).
 class arguments {
@@ -670,6 +692,147 @@ int run_neighborhood(const common_flags& c, std::span<const attn::neighborhood_d
   return 0;
 }
 
+// --block, --layout, --topk and --causal of --variant block_sparse: an
+// explicit layout with query and key blocks, or MoBA gating with one key
+// block size.
+struct block_sparse_flags {
+  std::optional<std::string> layout;  // the layout file, or nothing with --topk
+  int topk = 0;                       // MoBA: blocks per query, own block included
+  int block_q = 0, block_k = 0;
+  bool causal = false;  // with --layout only; MoBA is causal by definition
+};
+
+// "BQ,BK" or "B" (BQ = BK = B), each a positive integer.
+std::array<int, 2> parse_block(const std::string& text) {
+  std::array<int, 2> sizes{};
+  std::size_t count = 0;
+  const char* p = text.data();
+  const char* end = text.data() + text.size();
+  for (;;) {
+    int x = 0;
+    const auto [next, ec] = std::from_chars(p, end, x);
+    if (ec != std::errc() || x < 1 || count == sizes.size() || (next != end && *next != ','))
+      throw usage_error(
+          "--block expects BQ,BK or B (positive integers; B alone means BQ = BK = B), got '" +
+          text + "'");
+    sizes[count++] = x;
+    if (next == end) break;
+    p = next + 1;
+  }
+  if (count == 1) sizes[1] = sizes[0];
+  return sizes;
+}
+
+block_sparse_flags parse_block_sparse(const arguments& args) {
+  block_sparse_flags f;
+  f.layout = args.get("--layout");
+  const std::optional<std::string> topk = args.get("--topk");
+  if (f.layout && topk)
+    throw usage_error(
+        "--layout and --topk exclude each other: give --layout (an explicit block layout) or "
+        "--topk (MoBA gating chooses the blocks), not both");
+  if (!f.layout && !topk)
+    throw usage_error(
+        "--variant block_sparse needs --layout LAYOUT.npy (an explicit block layout) or --topk K "
+        "(MoBA gating)");
+  const std::optional<std::string> block = args.get("--block");
+  if (!block)
+    throw usage_error(topk ? "missing required flag --block (with --topk: the key block size B)"
+                           : "missing required flag --block (with --layout: BQ,BK or B)");
+  const std::array<int, 2> sizes = parse_block(*block);
+  f.block_q = sizes[0];
+  f.block_k = sizes[1];
+  if (topk) {
+    if (f.block_q != f.block_k)
+      throw usage_error(
+          "--block with --topk (MoBA) takes one block size, B or B,B, as MoBA "
+          "blocks only the keys; got BQ = " +
+          std::to_string(f.block_q) + " != BK = " + std::to_string(f.block_k));
+    f.topk = parse_positive_int("--topk", *topk);
+  }
+  f.causal = args.has("--causal");
+  return f;
+}
+
+// A block layout as read from --layout.
+struct layout_input {
+  std::vector<std::int64_t> shape;  // (Hq|1, nbq, nbk)
+  std::vector<std::uint8_t> blocks;
+};
+
+// --layout: (Hq|1, ceil(Nq / BQ), ceil(Nk / BK)) uint8, checked here so that
+// the message names the flag and the file (the library checks it again).
+layout_input read_layout(const std::string& path, const block_sparse_flags& f, std::int64_t hq,
+                         std::int64_t nq, std::int64_t nk) {
+  attn::npy::array a =
+      read_npy("--layout", path, attn::npy::dtype::u8, "uint8 '|u1'", 3, "(Hq|1, nbq, nbk)");
+  const std::int64_t nbq = (nq + f.block_q - 1) / f.block_q;
+  const std::int64_t nbk = (nk + f.block_k - 1) / f.block_k;
+  if ((a.shape[0] != hq && a.shape[0] != 1) || a.shape[1] != nbq || a.shape[2] != nbk)
+    throw std::runtime_error(
+        "--layout " + path + ": expected shape (Hq|1, ceil(Nq/BQ), ceil(Nk/BK)) = (" +
+        std::to_string(hq) + "|1, " + std::to_string(nbq) + ", " + std::to_string(nbk) +
+        ") for Hq = " + std::to_string(hq) + ", Nq = " + std::to_string(nq) +
+        ", Nk = " + std::to_string(nk) + " and --block " + std::to_string(f.block_q) + "," +
+        std::to_string(f.block_k) + ", got " + attn::npy::shape_string(a.shape));
+  return {std::move(a.shape), std::move(std::get<std::vector<std::uint8_t>>(a.data))};
+}
+
+// Block-sparse attention: an explicit layout, or MoBA gating with --topk.
+// Shapes as softmax; the library checks q, k and v.
+int run_block_sparse(const common_flags& c, const block_sparse_flags& f) {
+  const input q = read_input("--q", c.q, 4, "(B, Nq, Hq, Dk)");
+  const input k = read_input("--k", c.k, 4, "(B, Nk, Hkv, Dk)");
+  const input v = read_input("--v", c.v, 4, "(B, Nk, Hkv, Dv)");
+  const std::int64_t batch = q.shape[0], nq = q.shape[1], hq = q.shape[2], dk = q.shape[3];
+  const std::int64_t nk = k.shape[1], dv = v.shape[3];
+
+  layout_input layout;
+  if (f.layout) layout = read_layout(*f.layout, f, hq, nq, nk);
+
+  outputs result({batch, nq, hq, dv}, c.lse.has_value(), hq >= 1 && dk >= 1 && dv >= 1);
+  const attn::view4<float> out_view = attn::bshd(result.out.data(), batch, nq, hq, dv);
+  const attn::view3<float> lse_view =
+      c.lse ? attn::bsh(result.lse.data(), batch, nq, hq) : attn::view3<float>{};
+
+  const attn::openmp exec{c.threads};
+  std::optional<double> median_s;
+  double flops = 0;
+  if (f.layout) {
+    // The view needs a non-null pointer even for an empty layout (Nq = 0).
+    static const std::uint8_t no_blocks = 0;
+    const auto layout_view =
+        c_order_view<3>(layout.blocks.empty() ? &no_blocks : layout.blocks.data(),
+                        std::span<const std::int64_t>(layout.shape));
+    const attn::block_sparse_options opt{f.block_q, f.block_k, f.causal, c.scale};
+    median_s = run_and_time(
+        [&] {
+          attn::block_sparse_attention<attn::default_backend>(
+              view_of(q), view_of(k), view_of(v), out_view, lse_view,
+              attn::block_layout::dense(layout_view), opt, exec);
+        },
+        c.repeat);
+    if (median_s) flops = attn::bench::attention_flops(batch, layout_view, nq, nk, hq, dk, dv, opt);
+  } else {
+    const attn::moba_options opt{f.block_k, f.topk, c.scale};
+    median_s = run_and_time(
+        [&] {
+          attn::moba_attention<attn::default_backend>(view_of(q), view_of(k), view_of(v), out_view,
+                                                      lse_view, opt, exec);
+        },
+        c.repeat);
+    // The pairs come from the gate run once more: it is deterministic, so
+    // this is the selection the timed runs attended to.
+    if (median_s)
+      flops = attn::bench::attention_flops(
+          attn::moba_gate<attn::default_backend>(view_of(q), view_of(k), opt, exec), nk, dk, dv,
+          opt);
+  }
+  result.write(c);
+  if (median_s) print_timing(*median_s, flops);
+  return 0;
+}
+
 int run(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
@@ -691,6 +854,10 @@ int run(int argc, char** argv) {
       default:
         return run_neighborhood<3>(c, dims);
     }
+  }
+  if (variant == "block_sparse") {
+    const block_sparse_flags f = parse_block_sparse(args);
+    return run_block_sparse(parse_common(args), f);
   }
   return run_softmax(args, parse_common(args));
 }

@@ -2,8 +2,9 @@
 // SPDX-License-Identifier: Apache-2.0
 
 // Tests of bench/npy.hpp (the .npy reader and writer) and of the attnrun
-// command line (DESIGN.md §4): correct results of --variant softmax and
-// --variant neighborhood against fp64 oracles, the --repeat JSON line, and
+// command line (DESIGN.md §4): correct results of --variant softmax,
+// --variant neighborhood and --variant block_sparse (layouts and MoBA)
+// against fp64 oracles, the --repeat JSON line, and
 // for every kind of bad input a non-zero exit, one line on stderr naming the
 // problem, and no output file.
 
@@ -30,6 +31,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -38,6 +40,7 @@
 #include <sys/wait.h>
 #endif
 
+#include "attn/attn.hpp"
 #include "npy.hpp"
 #include "reference/neighborhood_reference.hpp"
 #include "reference/softmax_reference.hpp"
@@ -710,7 +713,8 @@ TEST_F(AttnrunTest, HelpPrintsUsage) {
   EXPECT_EQ(r.code, 0);
   EXPECT_TRUE(contains_nocase(r.out, "usage")) << r.out;
   for (const char* flag : {"--variant", "--window", "--softcap", "--alibi", "--bias", "--doc",
-                           "--kernel", "--dilation", "--stride", "--causal-dims", "neighborhood"})
+                           "--kernel", "--dilation", "--stride", "--causal-dims", "neighborhood",
+                           "block_sparse", "--block", "--layout", "--topk", "MoBA"})
     EXPECT_TRUE(contains_nocase(r.out, flag)) << flag << " is missing from: " << r.out;
   EXPECT_EQ(r.err, "");
 }
@@ -839,7 +843,7 @@ TEST_F(AttnrunBadInput, MissingValuesAndFlags) {
 }
 
 TEST_F(AttnrunBadInput, VariantsNotImplementedYet) {
-  for (const char* variant : {"block_sparse", "linear", "latent"}) {
+  for (const char* variant : {"linear", "latent"}) {
     std::vector<std::string> args = softmax_args();
     args[1] = variant;
     expect_failure(args, std::string("--variant ") + variant + " is not implemented yet",
@@ -906,7 +910,8 @@ namespace {
 
 // A (Nk,) int32 .npy of document ids, written byte by byte.
 void write_ids(const fs::path& p, const std::vector<std::int32_t>& ids) {
-  write_bytes(p, npy_bytes(f4_dict("(" + std::to_string(ids.size()) + ",)", "<i4"), le_bytes(ids)));
+  const std::vector<std::int64_t> shape = {static_cast<std::int64_t>(ids.size())};
+  write_bytes(p, npy_bytes(f4_dict(npy::shape_string(shape), "<i4"), le_bytes(ids)));
 }
 
 // Deterministic N(0, sigma^2) values.
@@ -1382,6 +1387,478 @@ TEST_F(AttnrunNeighborhoodBadInput, FlagsOfOtherVariantsAreRefused) {
 
 TEST_F(AttnrunNeighborhoodBadInput, OutAndLseNameTheSameFile) {
   std::vector<std::string> args = neighborhood_args({"--kernel", "3,3"});
+  args[11] = path("out.npy").string();
+  expect_failure(args, "same file", exit_usage);
+}
+
+}  // namespace
+
+namespace {
+
+// --variant block_sparse (DESIGN §2 and §4): explicit layouts against the
+// fp64 oracle of the layout predicate, MoBA against the library's
+// attn::moba_attention and against the oracle of its gate's selection, the
+// --repeat FLOP count of the selected pairs, and bad command lines and inputs.
+
+using attn::index_t;
+
+// A block layout (heads, nbq, nbk) of 0/1 in C order for blocks of bq
+// queries and bk keys; heads is Hq or 1 (shared by every head).
+struct layout_blocks {
+  std::int64_t heads, nbq, nbk, bq, bk;
+  std::vector<std::uint8_t> blocks;
+
+  layout_blocks(std::int64_t heads_, std::int64_t nq, std::int64_t nk, std::int64_t bq_,
+                std::int64_t bk_, unsigned seed)
+      : heads(heads_), nbq((nq + bq_ - 1) / bq_), nbk((nk + bk_ - 1) / bk_), bq(bq_), bk(bk_) {
+    std::mt19937 gen(seed);
+    std::bernoulli_distribution half(0.5);
+    blocks.resize(static_cast<std::size_t>(heads * nbq * nbk));
+    for (std::uint8_t& x : blocks) x = half(gen) ? 1 : 0;
+  }
+  std::vector<std::int64_t> shape() const { return {heads, nbq, nbk}; }
+  std::uint8_t& at(std::int64_t h, std::int64_t qb, std::int64_t kb) {
+    return blocks[static_cast<std::size_t>((h * nbq + qb) * nbk + kb)];
+  }
+  // Key j for query i of head h: DESIGN §2 written out.
+  bool selects(std::int64_t h, std::int64_t i, std::int64_t j) const {
+    const std::int64_t lh = heads == 1 ? 0 : h;
+    return blocks[static_cast<std::size_t>((lh * nbq + i / bq) * nbk + j / bk)] != 0;
+  }
+};
+
+// A .npy of `descr` (e.g. '|u1') holding `data`, written byte by byte.
+void write_npy(const fs::path& p, const std::vector<std::int64_t>& shape, std::string_view descr,
+               const std::string& data) {
+  write_bytes(p, npy_bytes(f4_dict(npy::shape_string(shape), descr), data));
+}
+
+void write_layout(const fs::path& p, const layout_blocks& l) {
+  write_npy(p, l.shape(), "|u1", le_bytes(l.blocks));
+}
+
+attn::ref::softmax_result oracle_of(const problem& p, const attn::ref::pair_predicate& allowed,
+                                    std::optional<double> scale = std::nullopt) {
+  const auto identity = [](double s, index_t, index_t, index_t, index_t) { return s; };
+  return attn::ref::softmax_attention(attn::bshd<const float>(p.q.data(), p.b, p.nq, p.hq, p.dk),
+                                      attn::bshd<const float>(p.k.data(), p.b, p.nk, p.hkv, p.dk),
+                                      attn::bshd<const float>(p.v.data(), p.b, p.nk, p.hkv, p.dv),
+                                      scale.value_or(1 / std::sqrt(static_cast<double>(p.dk))),
+                                      nullptr, allowed, identity);
+}
+
+// The fp64 oracle of a layout: key j allowed for query i of head h iff its
+// block is selected and, with causal, j <= i + Nk - Nq.
+attn::ref::softmax_result layout_oracle(const problem& p, const layout_blocks& l, bool causal,
+                                        std::optional<double> scale = std::nullopt) {
+  const std::int64_t off = p.nk - p.nq;
+  return oracle_of(
+      p,
+      [&l, causal, off](index_t, index_t h, index_t i, index_t j) {
+        return (!causal || j <= i + off) && l.selects(h, i, j);
+      },
+      scale);
+}
+
+// The library's MoBA gate on the problem, and the fp64 oracle of the pairs it
+// selects: the selected blocks' keys, causal inside the query's own block.
+attn::moba_selection gate_of(const problem& p, index_t block, index_t topk) {
+  return attn::moba_gate(attn::bshd<const float>(p.q.data(), p.b, p.nq, p.hq, p.dk),
+                         attn::bshd<const float>(p.k.data(), p.b, p.nk, p.hkv, p.dk),
+                         attn::moba_options{block, topk, std::nullopt});
+}
+
+attn::ref::softmax_result moba_oracle(const problem& p, const attn::moba_selection& sel,
+                                      index_t block) {
+  const std::int64_t off = p.nk - p.nq;
+  return oracle_of(p, [&sel, block, off](index_t b, index_t h, index_t i, index_t j) {
+    if (j > i + off) return false;
+    for (const std::int32_t c : sel(b, h, i))
+      if (c == j / block) return true;
+    return false;
+  });
+}
+
+double pairs_of(const attn::ref::softmax_result& r) {
+  double pairs = 0;
+  for (const index_t n : r.keys) pairs += static_cast<double>(n);
+  return pairs;
+}
+
+// The FLOPs of the --repeat JSON line: gflops x 1e9 x median_s.
+std::optional<double> reported_flops(const run_result& r) {
+  const std::regex json(
+      R"(^\{\s*"median_s"\s*:\s*([-+0-9.eE]+)\s*,\s*"gflops"\s*:\s*([-+0-9.eE]+)\s*\}\n$)");
+  std::smatch m;
+  if (!std::regex_match(r.out, m, json)) return std::nullopt;
+  const double median_s = std::stod(m[1].str()), gflops = std::stod(m[2].str());
+  EXPECT_GT(median_s, 0.0);
+  EXPECT_GT(gflops, 0.0);
+  return gflops * 1e9 * median_s;
+}
+
+class AttnrunBlockSparse : public AttnrunTest {
+ protected:
+  // --variant block_sparse with q/k/v/out/lse in the test directory, then `extra`.
+  std::vector<std::string> block_sparse_args(const std::vector<std::string>& extra) const {
+    std::vector<std::string> args = softmax_args(extra);
+    args[1] = "block_sparse";
+    return args;
+  }
+  std::string layout_path() const { return path("layout.npy").string(); }
+
+  // Runs attnrun with `extra` and checks out and lse against `want` (DESIGN
+  // §1 accuracy; an empty row is out 0, lse -inf).
+  void expect_matches(const problem& p, const std::vector<std::string>& extra,
+                      const attn::ref::softmax_result& want) const {
+    const run_result r = run(block_sparse_args(extra));
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.err, "");
+    EXPECT_EQ(r.out, "") << "attnrun prints nothing on stdout without --repeat";
+    const npy::array out = npy::read(path("out.npy"));
+    const npy::array lse = npy::read(path("lse.npy"));
+    ASSERT_EQ(out.shape, (std::vector<std::int64_t>{p.b, p.nq, p.hq, p.dv}));
+    ASSERT_EQ(lse.shape, (std::vector<std::int64_t>{p.b, p.nq, p.hq}));
+    ASSERT_EQ(out.floats().size(), want.out.size());
+    ASSERT_EQ(lse.floats().size(), want.lse.size());
+    EXPECT_LE(relative_frobenius(out.floats(), want.out), 1e-5);
+    for (std::size_t i = 0; i < want.out.size(); ++i)
+      EXPECT_NEAR(out.floats()[i], want.out[i], 1e-4 * want.max_abs_v) << "out element " << i;
+    for (std::size_t i = 0; i < want.lse.size(); ++i) {
+      const double got = lse.floats()[i], ref = want.lse[i];
+      if (std::isinf(ref)) {
+        EXPECT_EQ(got, ref) << "lse row " << i;
+      } else {
+        EXPECT_NEAR(got, ref, 1e-5 * (1 + std::abs(ref))) << "lse row " << i;
+      }
+    }
+  }
+
+  // The oracle removed some pairs of some rows but not of every row: the
+  // case is neither dense attention nor empty.
+  static void expect_sparse(const attn::ref::softmax_result& want, std::int64_t nk) {
+    const auto [fewest, most] = std::minmax_element(want.keys.begin(), want.keys.end());
+    EXPECT_LT(*fewest, nk);
+    EXPECT_GT(*most, 0);
+  }
+};
+
+TEST_F(AttnrunBlockSparse, PerHeadLayoutWithGqaMatchesTheOracle) {
+  // BQ = 3 and BK = 5 divide neither Nq = 13 nor Nk = 22; Nq != Nk; Dk != Dv;
+  // two query heads per kv head, each with its own layout.
+  const problem p(2, 13, 22, 4, 2, 8, 6, 41);
+  write_problem(p);
+  layout_blocks l(4, p.nq, p.nk, 3, 5, 42);
+  // Head 1's query block 2 selects nothing (empty rows: out 0, lse -inf);
+  // head 2's query block 0 selects the short last key block.
+  for (std::int64_t kb = 0; kb < l.nbk; ++kb) l.at(1, 2, kb) = 0;
+  l.at(2, 0, 4) = 1;
+  write_layout(path("layout.npy"), l);
+  const attn::ref::softmax_result plain = layout_oracle(p, l, false);
+  expect_sparse(plain, p.nk);
+  EXPECT_EQ(*std::min_element(plain.keys.begin(), plain.keys.end()), 0);
+  expect_matches(p, {"--block", "3,5", "--layout", layout_path()}, plain);
+  const attn::ref::softmax_result causal = layout_oracle(p, l, true);
+  expect_sparse(causal, p.nk);
+  EXPECT_LT(pairs_of(causal), pairs_of(plain));
+  expect_matches(p, {"--block=3,5", "--layout=" + layout_path(), "--causal"}, causal);
+}
+
+TEST_F(AttnrunBlockSparse, SharedLayoutWithMoreQueriesThanKeysMatchesTheOracle) {
+  // off = Nk - Nq = -8: with causal, queries 0..7 see no key.
+  const problem p(1, 19, 11, 3, 3, 8, 8, 43);
+  write_problem(p);
+  layout_blocks l(1, p.nq, p.nk, 4, 3, 44);
+  for (std::int64_t qb = 0; qb < l.nbq; ++qb) l.at(0, qb, qb % l.nbk) = 1;  // no empty query block
+  write_layout(path("layout.npy"), l);
+  const attn::ref::softmax_result plain = layout_oracle(p, l, false);
+  expect_sparse(plain, p.nk);
+  expect_matches(p, {"--block", "4,3", "--layout", layout_path()}, plain);
+  const attn::ref::softmax_result causal = layout_oracle(p, l, true);
+  for (std::int64_t i = 0; i < 8; ++i)
+    for (std::int64_t h = 0; h < p.hq; ++h) EXPECT_EQ(causal.keys[causal.row_index(0, i, h)], 0);
+  expect_matches(p, {"--block", "4,3", "--layout", layout_path(), "--causal"}, causal);
+  const npy::array out = npy::read(path("out.npy"));
+  for (std::size_t e = 0; e < static_cast<std::size_t>(8 * p.hq * p.dv); ++e)
+    EXPECT_EQ(out.floats()[e], 0.0f) << "an empty row's out is 0";
+}
+
+TEST_F(AttnrunBlockSparse, OneBlockValueScaleThreadsAndManyTiles) {
+  // MQA, blocks larger and smaller than the core's tiles, several tiles.
+  const problem p(1, 100, 150, 4, 1, 16, 16, 45);
+  write_problem(p);
+  layout_blocks l(4, p.nq, p.nk, 24, 24, 46);
+  write_layout(path("layout.npy"), l);
+  const attn::ref::softmax_result want = layout_oracle(p, l, true, 0.4);
+  expect_sparse(want, p.nk);
+  expect_matches(
+      p,
+      {"--block", "24", "--layout", layout_path(), "--causal", "--scale", "0.4", "--threads", "2"},
+      want);
+  const std::string one_value = read_bytes(path("out.npy"));
+  expect_matches(p,
+                 {"--block", "24,24", "--layout", layout_path(), "--causal", "--scale", "0.4",
+                  "--threads", "1"},
+                 want);
+  EXPECT_EQ(read_bytes(path("out.npy")), one_value) << "--block 24 differs from --block 24,24";
+
+  layout_blocks small(1, p.nq, p.nk, 7, 40, 47);
+  write_layout(path("layout.npy"), small);
+  expect_matches(p, {"--block", "7,40", "--layout", layout_path()}, layout_oracle(p, small, false));
+}
+
+TEST_F(AttnrunBlockSparse, LayoutOutWithoutLse) {
+  const problem p(1, 9, 9, 2, 2, 4, 4, 48);
+  write_problem(p);
+  layout_blocks l(2, p.nq, p.nk, 2, 2, 49);
+  write_layout(path("layout.npy"), l);
+  std::vector<std::string> args = block_sparse_args({"--block", "2", "--layout", layout_path()});
+  args.erase(args.begin() + 10, args.begin() + 12);  // "--lse", path
+  const run_result r = run(args);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  EXPECT_LE(relative_frobenius(npy::read(path("out.npy")).floats(), layout_oracle(p, l, false).out),
+            1e-5);
+  EXPECT_FALSE(fs::exists(path("lse.npy")));
+}
+
+TEST_F(AttnrunBlockSparse, MobaMatchesTheLibraryAndTheOracleOfItsGate) {
+  const problem p(2, 40, 64, 4, 2, 8, 6, 50);  // GQA, Nq != Nk, 8 key blocks of 8
+  write_problem(p);
+  const attn::moba_selection sel = gate_of(p, 8, 3);
+  const attn::ref::softmax_result want = moba_oracle(p, sel, 8);
+  // The gate dropped some past blocks: not causal attention in disguise.
+  const attn::ref::softmax_result causal = oracle_of(
+      p, [off = p.nk - p.nq](index_t, index_t, index_t i, index_t j) { return j <= i + off; });
+  EXPECT_LT(pairs_of(want), pairs_of(causal));
+  expect_matches(p, {"--block", "8", "--topk", "3"}, want);
+
+  // The library on the same inputs, in this process.
+  std::vector<float> out(static_cast<std::size_t>(p.b * p.nq * p.hq * p.dv));
+  std::vector<float> lse(static_cast<std::size_t>(p.b * p.nq * p.hq));
+  attn::moba_attention(attn::bshd<const float>(p.q.data(), p.b, p.nq, p.hq, p.dk),
+                       attn::bshd<const float>(p.k.data(), p.b, p.nk, p.hkv, p.dk),
+                       attn::bshd<const float>(p.v.data(), p.b, p.nk, p.hkv, p.dv),
+                       attn::bshd(out.data(), p.b, p.nq, p.hq, p.dv),
+                       attn::bsh(lse.data(), p.b, p.nq, p.hq), attn::moba_options{8, 3, {}});
+  const std::vector<float> got_out = npy::read(path("out.npy")).floats();
+  const std::vector<float> got_lse = npy::read(path("lse.npy")).floats();
+  ASSERT_EQ(got_out.size(), out.size());
+  ASSERT_EQ(got_lse.size(), lse.size());
+  for (std::size_t e = 0; e < out.size(); ++e)
+    EXPECT_NEAR(got_out[e], out[e], 1e-6 * (1 + std::abs(out[e]))) << "out element " << e;
+  for (std::size_t e = 0; e < lse.size(); ++e)
+    EXPECT_NEAR(got_lse[e], lse[e], 1e-6 * (1 + std::abs(lse[e]))) << "lse row " << e;
+
+  // MoBA is causal by definition: --causal changes nothing, nor does B,B.
+  const std::string plain = read_bytes(path("out.npy"));
+  expect_matches(p, {"--block", "8,8", "--topk", "3", "--causal", "--threads", "1"}, want);
+  EXPECT_EQ(read_bytes(path("out.npy")), plain);
+}
+
+TEST_F(AttnrunBlockSparse, MobaSelectingEveryBlockIsCausalAttention) {
+  // Nk <= block * topk: every past block is selected (DESIGN §2).
+  for (const auto& [p, block, topk] : {std::tuple{problem(1, 10, 24, 2, 1, 8, 8, 51), "8", "3"},
+                                       std::tuple{problem(2, 20, 20, 2, 2, 8, 4, 52), "7", "3"},
+                                       std::tuple{problem(1, 6, 5, 3, 1, 4, 4, 53), "2", "9"}}) {
+    write_problem(p);
+    const attn::ref::softmax_result causal = oracle_of(
+        p, [off = p.nk - p.nq](index_t, index_t, index_t i, index_t j) { return j <= i + off; });
+    expect_matches(p, {"--block", block, "--topk", topk}, causal);
+  }
+}
+
+TEST_F(AttnrunBlockSparse, RepeatCountsTheLayoutsPairs) {
+  const problem p(2, 30, 37, 4, 2, 8, 6, 54);
+  write_problem(p);
+  layout_blocks l(4, p.nq, p.nk, 4, 6, 55);
+  write_layout(path("layout.npy"), l);
+  for (const bool causal : {false, true}) {
+    std::vector<std::string> extra = {"--block", "4,6", "--layout", layout_path(), "--repeat", "3"};
+    if (causal) extra.push_back("--causal");
+    const run_result r = run(block_sparse_args(extra));
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.err, "");
+    ASSERT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
+    const std::optional<double> flops = reported_flops(r);
+    ASSERT_TRUE(flops) << r.out;
+    // The oracle's allowed keys of every (b, query, head) row, summed, at
+    // 2 x (Dk + Dv) FLOPs each; exact, so a tight tolerance (%.9g output).
+    const attn::ref::softmax_result want = layout_oracle(p, l, causal);
+    const double pairs = pairs_of(want);
+    EXPECT_LT(pairs, static_cast<double>(p.b * p.hq * p.nq * p.nk));
+    const double expected = pairs * 2 * static_cast<double>(p.dk + p.dv);
+    EXPECT_NEAR(*flops, expected, 1e-7 * expected) << (causal ? "causal" : "not causal");
+    EXPECT_LE(relative_frobenius(npy::read(path("out.npy")).floats(), want.out), 1e-5);
+    EXPECT_TRUE(fs::exists(path("lse.npy")));
+  }
+  // A shared layout counts its pairs once per query head.
+  layout_blocks shared(1, p.nq, p.nk, 4, 6, 56);
+  write_layout(path("layout.npy"), shared);
+  const run_result r =
+      run(block_sparse_args({"--block", "4,6", "--layout", layout_path(), "--repeat", "2"}));
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::optional<double> flops = reported_flops(r);
+  ASSERT_TRUE(flops) << r.out;
+  const double expected =
+      pairs_of(layout_oracle(p, shared, false)) * 2 * static_cast<double>(p.dk + p.dv);
+  EXPECT_NEAR(*flops, expected, 1e-7 * expected);
+}
+
+TEST_F(AttnrunBlockSparse, RepeatCountsTheGatesPairs) {
+  const problem p(1, 50, 70, 4, 2, 8, 8, 57);
+  write_problem(p);
+  const run_result r = run(block_sparse_args({"--block", "8", "--topk", "3", "--repeat", "3"}));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  const std::optional<double> flops = reported_flops(r);
+  ASSERT_TRUE(flops) << r.out;
+  const attn::ref::softmax_result want = moba_oracle(p, gate_of(p, 8, 3), 8);
+  const double pairs = pairs_of(want);
+  // Own block causally plus at most two whole past blocks per row.
+  EXPECT_LT(pairs, static_cast<double>(p.b * p.hq * p.nq * p.nk) / 2);
+  const double expected = pairs * 2 * static_cast<double>(p.dk + p.dv);
+  EXPECT_NEAR(*flops, expected, 1e-7 * expected);
+  EXPECT_LE(relative_frobenius(npy::read(path("out.npy")).floats(), want.out), 1e-5);
+}
+
+// --- bad block_sparse command lines and inputs
+
+class AttnrunBlockSparseBadInput : public AttnrunBlockSparse {
+ protected:
+  // A valid problem (Hq = 4, Nq = 10, Nk = 12) and a valid per-head layout
+  // for --block 4,5: (4, 3, 3). Each test breaks one thing.
+  void SetUp() override {
+    AttnrunBlockSparse::SetUp();
+    write_problem(problem(1, 10, 12, 4, 2, 8, 8, 58));
+    write_layout(path("layout.npy"), layout_blocks(4, 10, 12, 4, 5, 59));
+  }
+  std::vector<std::string> layout_args(const std::vector<std::string>& extra = {}) const {
+    std::vector<std::string> args = {"--block", "4,5", "--layout", layout_path()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return block_sparse_args(args);
+  }
+  std::vector<std::string> moba_args(const std::vector<std::string>& extra = {}) const {
+    std::vector<std::string> args = {"--block", "4", "--topk", "2"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return block_sparse_args(args);
+  }
+};
+
+TEST_F(AttnrunBlockSparseBadInput, TheFixtureRuns) {
+  EXPECT_EQ(run(layout_args()).code, 0);
+  EXPECT_EQ(run(moba_args()).code, 0);
+}
+
+TEST_F(AttnrunBlockSparseBadInput, ExactlyOneOfLayoutAndTopk) {
+  expect_failure_mentioning(layout_args({"--topk", "2"}), {"--layout", "--topk", "not both"},
+                            exit_usage);
+  expect_failure_mentioning(block_sparse_args({"--block", "4,5"}), {"--layout", "--topk"},
+                            exit_usage);
+}
+
+TEST_F(AttnrunBlockSparseBadInput, BlockIsRequired) {
+  expect_failure_mentioning(block_sparse_args({"--layout", layout_path()}), {"missing", "--block"},
+                            exit_usage);
+  expect_failure_mentioning(block_sparse_args({"--topk", "2"}), {"missing", "--block"}, exit_usage);
+}
+
+TEST_F(AttnrunBlockSparseBadInput, MalformedBlock) {
+  for (const char* text : {"4,", ",4", "a", "4;5", "4.5", "0", "4,0", "-4,4", "4,-5", "4,5,6",
+                           "4, 5", "+4", "99999999999"}) {
+    expect_failure(block_sparse_args({"--block", text, "--layout", layout_path()}), "--block",
+                   exit_usage);
+    expect_failure(block_sparse_args({"--block", text, "--topk", "2"}), "--block", exit_usage);
+  }
+  expect_failure(block_sparse_args({"--layout", layout_path(), "--block"}), "--block", exit_usage);
+}
+
+TEST_F(AttnrunBlockSparseBadInput, MobaHasOneBlockSize) {
+  expect_failure_mentioning(block_sparse_args({"--block", "4,8", "--topk", "2"}),
+                            {"--block", "--topk", "MoBA", "one block size"}, exit_usage);
+}
+
+TEST_F(AttnrunBlockSparseBadInput, TopkIsAPositiveInteger) {
+  for (const char* text : {"0", "-1", "x", "2.5", "2,2", "99999999999"})
+    expect_failure_mentioning(block_sparse_args({"--block", "4", "--topk", text}),
+                              {"--topk", "positive integer"}, exit_usage);
+}
+
+TEST_F(AttnrunBlockSparseBadInput, LayoutMustBeUint8) {
+  const std::vector<std::int64_t> shape = {4, 3, 3};
+  npy::write_f32(path("layout.npy"), shape, std::vector<float>(36, 1.0f));
+  expect_failure_mentioning(layout_args(), {"--layout", "dtype '<f4'", "uint8"}, exit_failure);
+  write_npy(path("layout.npy"), shape, "<i4", le_bytes(std::vector<std::int32_t>(36, 1)));
+  expect_failure_mentioning(layout_args(), {"--layout", "dtype '<i4'", "uint8"}, exit_failure);
+  // bool is refused too (save the layout with .astype(np.uint8)).
+  write_npy(path("layout.npy"), shape, "|b1", std::string(36, '\x01'));
+  expect_failure_mentioning(layout_args(), {"--layout", "dtype '|b1'"}, exit_failure);
+}
+
+TEST_F(AttnrunBlockSparseBadInput, LayoutMustHaveTheBlockShape) {
+  // One query block too many: expected (Hq|1, nbq, nbk) = (4|1, 3, 3).
+  write_layout(path("layout.npy"), layout_blocks(4, 13, 12, 4, 5, 60));
+  expect_failure_mentioning(layout_args(), {"--layout", "(4|1, 3, 3)", "got (4, 4, 3)"},
+                            exit_failure);
+  // Heads neither Hq nor 1 (Hkv is not a layout's head count).
+  write_layout(path("layout.npy"), layout_blocks(2, 10, 12, 4, 5, 61));
+  expect_failure_mentioning(layout_args(), {"--layout", "(4|1, 3, 3)", "got (2, 3, 3)"},
+                            exit_failure);
+  // A valid layout for other block sizes.
+  write_layout(path("layout.npy"), layout_blocks(4, 10, 12, 4, 5, 62));
+  expect_failure_mentioning(block_sparse_args({"--block", "4,6", "--layout", layout_path()}),
+                            {"--layout", "(4|1, 3, 2)", "--block 4,6", "got (4, 3, 3)"},
+                            exit_failure);
+  expect_failure_mentioning(block_sparse_args({"--block", "5", "--layout", layout_path()}),
+                            {"--layout", "(4|1, 2, 3)", "--block 5,5"}, exit_failure);
+}
+
+TEST_F(AttnrunBlockSparseBadInput, LayoutMustHaveRank3) {
+  write_npy(path("layout.npy"), {3, 3}, "|u1", std::string(9, '\x01'));
+  expect_failure_mentioning(layout_args(), {"--layout", "rank 3", "got shape (3, 3)"},
+                            exit_failure);
+  write_npy(path("layout.npy"), {1, 4, 3, 3}, "|u1", std::string(36, '\x01'));
+  expect_failure_mentioning(layout_args(), {"--layout", "rank 3", "(1, 4, 3, 3)"}, exit_failure);
+}
+
+TEST_F(AttnrunBlockSparseBadInput, MissingOrMalformedLayoutFile) {
+  fs::remove(path("layout.npy"));
+  expect_failure_mentioning(layout_args(), {"--layout", "layout.npy"}, exit_failure);
+  write_bytes(path("layout.npy"), "not a numpy file");
+  expect_failure_mentioning(layout_args(), {"--layout", "magic"}, exit_failure);
+}
+
+TEST_F(AttnrunBlockSparseBadInput, ShapesOfQkvAreChecked) {
+  const problem other_dk(1, 10, 12, 4, 2, 6, 8, 63);
+  npy::write_f32(path("k.npy"), other_dk.k_shape(), other_dk.k);
+  expect_failure_mentioning(layout_args(), {"k:", "shape"}, exit_failure);
+  expect_failure_mentioning(moba_args(), {"k:", "shape"}, exit_failure);
+  const problem three_kv_heads(1, 10, 12, 4, 3, 8, 8, 64);
+  npy::write_f32(path("k.npy"), three_kv_heads.k_shape(), three_kv_heads.k);
+  npy::write_f32(path("v.npy"), three_kv_heads.v_shape(), three_kv_heads.v);
+  expect_failure(layout_args(), "GQA", exit_failure);
+  expect_failure(moba_args(), "GQA", exit_failure);
+  npy::write_f32(path("q.npy"), std::vector<std::int64_t>{10, 32}, std::vector<float>(320));
+  expect_failure_mentioning(moba_args(), {"--q", "rank"}, exit_failure);
+}
+
+TEST_F(AttnrunBlockSparseBadInput, FlagsOfOtherVariantsAreRefused) {
+  const std::vector<std::vector<std::string>> others = {
+      {"--kernel", "7"},   {"--dilation", "2"},    {"--stride", "1"},    {"--causal-dims", "0"},
+      {"--window", "3,3"}, {"--sink-tokens", "2"}, {"--sinks", "s.npy"}, {"--softcap", "2"},
+      {"--alibi"},         {"--bias", "b.npy"},    {"--doc", "d.npy"},   {"--feature", "relu"},
+      {"--normalize"},     {"--decay", "d.npy"},   {"--dv", "4"}};
+  for (const auto& flag : others) {
+    const std::string message = flag[0] + " does not apply to --variant block_sparse";
+    expect_failure(layout_args(flag), message, exit_usage);
+    expect_failure(moba_args(flag), message, exit_usage);
+  }
+  expect_failure_mentioning(layout_args({"--kernel", "7", "--causal"}),
+                            {"--kernel", "only to neighborhood"}, exit_usage);
+}
+
+TEST_F(AttnrunBlockSparseBadInput, OutAndLseNameTheSameFile) {
+  std::vector<std::string> args = layout_args();
   args[11] = path("out.npy").string();
   expect_failure(args, "same file", exit_usage);
 }
