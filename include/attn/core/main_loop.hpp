@@ -228,17 +228,6 @@ struct row_panel {
   const float* data;
   index_t stride;
 };
-inline row_panel rows_of(const view4<const float>& x, index_t b, index_t j0, index_t keys,
-                         index_t g, bool pack, float* buf, index_t width) {
-  if (!pack) return {x.row(b, j0, g), x.stride[1]};
-  const index_t n = x.extent[3];
-  for (index_t j = 0; j < keys; ++j) {
-    for (index_t d = 0; d < n; ++d) buf[j * width + d] = x(b, j0 + j, g, d);
-    std::fill(buf + j * width + n, buf + (j + 1) * width, 0.0f);
-  }
-  return {buf, width};
-}
-
 // Copies rows [j0, j0 + keys) of one kv head into buf from row `at` on
 // (width columns, zero-padded): pieces of several key runs gathered into one
 // KV tile.
@@ -254,6 +243,13 @@ inline void gather_rows(const view4<const float>& x, index_t b, index_t j0, inde
     }
     std::fill(dst + n, dst + width, 0.0f);
   }
+}
+
+inline row_panel rows_of(const view4<const float>& x, index_t b, index_t j0, index_t keys,
+                         index_t g, bool pack, float* buf, index_t width) {
+  if (!pack) return {x.row(b, j0, g), x.stride[1]};
+  gather_rows(x, b, j0, keys, g, buf, 0, width);
+  return {buf, width};
 }
 
 // A mask whose key runs are short (a neighborhood's grid rows) asks for them
