@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 
+#include "attn/core/executor.hpp"
 #include "reference/softmax_reference.hpp"
 
 // Accuracy checks against the fp64 oracle (DESIGN §1) and the typed-test
@@ -215,6 +216,16 @@ struct backend_name {
   static std::string GetName(int) {
     return B::name;
   }
+};
+
+// Executors the typed tests run on, each with its name.
+struct serial_exec {
+  static constexpr const char* name = "serial";
+  static attn::serial make() { return {}; }
+};
+struct openmp2_exec {
+  static constexpr const char* name = "openmp2";
+  static attn::openmp make() { return attn::openmp{2}; }
 };
 
 }  // namespace attn::ref

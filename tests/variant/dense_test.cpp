@@ -48,14 +48,8 @@ struct thread_loop {
 using thread_executor = attn::parallel_for_executor<thread_loop>;
 static_assert(attn::executor<thread_executor>, "the std::thread loop must model attn::executor");
 
-struct serial_exec {
-  static constexpr const char* name = "serial";
-  static attn::serial make() { return {}; }
-};
-struct openmp2_exec {
-  static constexpr const char* name = "openmp2";
-  static attn::openmp make() { return attn::openmp{2}; }
-};
+using ref::openmp2_exec;
+using ref::serial_exec;
 // Three threads, so the split-KV cut differs from openmp2's.
 struct threads3_exec {
   static constexpr const char* name = "threads3";

@@ -14,6 +14,7 @@
 #include "attn/core/merge.hpp"
 #include "attn/core/micro_kernels.hpp"
 #include "attn/core/online_softmax.hpp"
+#include "attn/core/problem.hpp"
 #include "attn/core/schedule.hpp"
 #include "attn/core/score_mod.hpp"
 #include "attn/core/scratch.hpp"
@@ -32,23 +33,10 @@
 namespace attn::detail {
 
 // A validated softmax problem (the public entry points build it).
-struct softmax_problem {
-  view4<const float> q;  // (B, Nq, Hq, Dk)
-  view4<const float> k;  // (B, Nk, Hkv, Dk)
-  view4<const float> v;  // (B, Nk, Hkv, Dv)
-  view4<float> out;      // (B, Nq, Hq, Dv)
+struct softmax_problem : attention_views {
   view3<float> lse;      // (B, Nq, Hq) or empty
   float scale;
   const float* sinks;    // (Hq) sink logits or null
-
-  index_t batch() const { return q.extent[0]; }
-  index_t nq() const { return q.extent[1]; }
-  index_t hq() const { return q.extent[2]; }
-  index_t dk() const { return q.extent[3]; }
-  index_t nk() const { return k.extent[1]; }
-  index_t hkv() const { return k.extent[2]; }
-  index_t dv() const { return v.extent[3]; }
-  index_t group() const { return hq() / hkv(); }
 };
 
 constexpr index_t round_up(index_t x, index_t m) { return (x + m - 1) / m * m; }

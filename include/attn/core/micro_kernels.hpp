@@ -106,17 +106,25 @@ inline void for_each_block(index_t count, F&& f) {
 // S^T tile: st (keys, ldq) = K tile (keys, dk) . Q^T (dk, ldq).
 // ldq is a multiple of W (the packed query tile); a tile narrower than the
 // blocking (decode: one GQA group) runs a narrower instantiation.
-template <class B>
-inline void score_tile(const float* k, index_t k_stride, index_t keys, index_t dk,
-                       const float* qt, index_t ldq, float* st) {
+// keys_of(c, width) bounds the keys of the column block [c, c + width): a
+// causal tile skips the keys after its block's last query (those rows of the
+// block are left unwritten).
+template <class B, class KeysOf>
+inline void score_tile(const float* k, index_t k_stride, index_t dk, const float* qt, index_t ldq,
+                       float* st, KeysOf keys_of) {
   constexpr index_t W = static_cast<index_t>(B::width);
   for_each_block<B::score_query_vecs>(ldq / W, [&](index_t cv, auto vecs) {
     const index_t c = cv * W;
-    for_each_block<B::score_keys>(keys, [&](index_t j, auto n) {
+    for_each_block<B::score_keys>(keys_of(c, decltype(vecs)::value * W), [&](index_t j, auto n) {
       score_block<B, decltype(n)::value, decltype(vecs)::value>(
           k + j * k_stride, k_stride, dk, qt + c, ldq, st + j * ldq + c, ldq);
     });
   });
+}
+template <class B>
+inline void score_tile(const float* k, index_t k_stride, index_t keys, index_t dk,
+                       const float* qt, index_t ldq, float* st) {
+  score_tile<B>(k, k_stride, dk, qt, ldq, st, [keys](index_t, index_t) { return keys; });
 }
 
 // S^T tile of a decode-shaped tile: st (keys, lds) = K (keys, dk) . Q^T with

@@ -69,22 +69,9 @@ namespace detail {
 inline softmax_problem make_softmax_problem(view4<const float> q, view4<const float> k,
                                             view4<const float> v, view4<float> out,
                                             view3<float> lse, const softmax_options& opt) {
-  const index_t b = q.extent[0], nq = q.extent[1], hq = q.extent[2], dk = q.extent[3];
-  require_view(q, "q", "(B, Nq, Hq, Dk) with Hq, Dk >= 1", hq >= 1 && dk >= 1);
-  const index_t nk = k.extent[1], hkv = k.extent[2];
-  require_view(k, "k", dims({{"B", b}, {"Nk", -1}, {"Hkv", -1}, {"Dk", dk}}) + " with Hkv >= 1",
-               k.extent[0] == b && hkv >= 1 && k.extent[3] == dk);
-  require(hq % hkv == 0, "k", "a kv head count dividing Hq = " + std::to_string(hq) + " (GQA)",
-          "Hkv = " + std::to_string(hkv));
-  const index_t dv = v.extent[3];
-  require_view(v, "v", dims({{"B", b}, {"Nk", nk}, {"Hkv", hkv}, {"Dv", -1}}) + " with Dv >= 1",
-               v.extent[0] == b && v.extent[1] == nk && v.extent[2] == hkv && dv >= 1);
-  require_view(out, "out", dims({{"B", b}, {"Nq", nq}, {"Hq", hq}, {"Dv", dv}}),
-               out.extent == std::array<index_t, 4>{b, nq, hq, dv});
-  require_distinct(out, "out");
-  require_disjoint(out, "out", q, "q");
-  require_disjoint(out, "out", k, "k");
-  require_disjoint(out, "out", v, "v");
+  const attention_views views = checked_views(q, k, v, out);
+  const index_t b = views.batch(), nq = views.nq(), hq = views.hq(), dk = views.dk();
+  const index_t nk = views.nk();
   if (!lse.empty()) {
     require_view(lse, "lse", dims({{"B", b}, {"Nq", nq}, {"Hq", hq}}),
                  lse.extent == std::array<index_t, 3>{b, nq, hq});
@@ -127,7 +114,7 @@ inline softmax_problem make_softmax_problem(view4<const float> q, view4<const fl
   }
   const float scale = opt.scale.value_or(1.0f / std::sqrt(static_cast<float>(dk)));
   require(std::isfinite(scale), "scale", "a finite value", scale);
-  return {q, k, v, out, lse, scale, opt.sinks};
+  return {views, lse, scale, opt.sinks};
 }
 
 // The built-in score modifiers the options ask for, each applied when set.

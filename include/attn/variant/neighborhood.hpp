@@ -515,7 +515,7 @@ void neighborhood_attention(strided_view<const float, N> q, strided_view<const f
   detail::repack_rows<R, false>(key_token, k, kv, exec);
   detail::repack_rows<R, false>(key_token, v, vv, exec);
   const view3<float> lv = lse.empty() ? view3<float>{} : bsh(lp.data(), b, nq, hq);
-  const detail::softmax_problem p{qv, kv, vv, ov, lv, scale, nullptr};
+  const detail::softmax_problem p{{qv, kv, vv, ov}, lv, scale, nullptr};
   detail::run_softmax<Backend>(p, layout, no_modifier{}, exec);
   detail::repack_rows<R, true>(query_token, out, ov, exec);
   if (!lse.empty()) {
