@@ -14,6 +14,9 @@
 //   attnrun --variant block_sparse --q Q.npy --k K.npy --v V.npy --out O.npy
 //           --block BQ,BK|B (--layout LAYOUT.npy | --topk K) [--causal]
 //           [--lse L.npy] [--scale F] [--threads N] [--repeat N]
+//   attnrun --variant linear --q Q.npy --k K.npy --v V.npy --out O.npy
+//           [--feature identity|elu1|relu] [--normalize] [--causal]
+//           [--decay D.npy] [--scale F] [--threads N] [--repeat N]
 //
 // Every input is read and every result computed before anything is written;
 // the outputs are staged as temporary files and renamed into place together,
@@ -62,6 +65,9 @@ constexpr std::string_view usage_text =
        attnrun --variant block_sparse --q Q.npy --k K.npy --v V.npy --out O.npy
                --block BQ,BK|B (--layout LAYOUT.npy | --topk K) [--causal]
                [--lse L.npy] [--scale F] [--threads N] [--repeat N]
+       attnrun --variant linear --q Q.npy --k K.npy --v V.npy --out O.npy
+               [--feature identity|elu1|relu] [--normalize] [--causal]
+               [--decay D.npy] [--scale F] [--threads N] [--repeat N]
 
 Runs attention on .npy files (float32 little-endian, C order):
   q (B, Nq, Hq, Dk), k (B, Nk, Hkv, Dk), v (B, Nk, Hkv, Dv)
@@ -71,16 +77,17 @@ Neighborhood attention runs on a grid of rank R = 1..3 (the number of values
 of --kernel): q (B, X[, Y[, Z]], Hq, Dk), k and v (B, X[, Y[, Z]], Hkv, Dk|Dv)
 -> out (B, X[, Y[, Z]], Hq, Dv), lse (B, X[, Y[, Z]], Hq).
 
-  --variant NAME  softmax, neighborhood or block_sparse (linear and latent are
-                  not implemented yet)
+  --variant NAME  softmax, neighborhood, block_sparse or linear (latent is not
+                  implemented yet)
   --q/--k/--v F   input tensors
   --out F         output tensor, written only when the run succeeds
-  --lse F         also write the log-sum-exp of every row
-  --scale F       score scale (default 1/sqrt(Dk))
+  --lse F         also write the log-sum-exp of every row (not linear)
+  --scale F       score scale (default 1/sqrt(Dk); linear: 1)
   --threads N     OpenMP threads (default: all cores)
   --repeat N      time N runs after a warm-up and print one JSON line,
                   {"median_s": ..., "gflops": ...}, on stdout; GFLOP/s count
                   only the allowed pairs, 2 * (Dk + Dv) FLOPs per pair and head
+                  (linear: see below)
   --help          this text
 
 softmax:
@@ -123,6 +130,21 @@ block_sparse (DESIGN.md §2; shapes as softmax), exactly one of --layout and
   MoBA is causal by definition: with --topk, --causal is accepted and changes
   nothing. --repeat counts the pairs the layout or the gate selects.
 
+linear (DESIGN.md §2; shapes as softmax; no --lse, as linear attention has no
+log-sum-exp): out_i = sum_j w_ij s_ij v_j, s_ij = F * phi(q_i) . phi(k_j)
+  --feature NAME  the feature map phi: identity (default), elu1 (elu(x) + 1)
+                  or relu
+  --normalize     divide out_i by sum_j w_ij s_ij + 1e-6
+  --causal        key j allowed iff j <= i + Nk - Nq; runs chunked, linear in N
+  --decay F       with --causal: (Hq,) float32 per-head decay lambda_h in
+                  (0, 1], w_ij = lambda_h^(i + Nk - Nq - j) (RetNet); w_ij = 1
+                  without it
+  --scale F       the score scale F (default 1)
+  --repeat counts, per batch entry and query head with Df = Dk features,
+  2 * Df * Dv per key (state update) and per query that sees a key (state
+  read), plus with --causal 2 * (Df + Dv) per allowed pair inside each chunk
+  of keys (bench/flops.hpp, linear_flops).
+
 Flags may be written "--flag value" or "--flag=value"; a flag of another
 variant is refused. On error attnrun prints one line on stderr, writes no
 output file and exits 1 (bad input) or 2 (bad command line).
@@ -150,7 +172,7 @@ const std::map<std::string, flag_info, std::less<>>& flag_table() {
       {"--v", {true, "softmax,neighborhood,block_sparse,linear"}},
       {"--out", {true, "*"}},
       {"--lse", {true, "softmax,neighborhood,block_sparse,latent"}},
-      {"--scale", {true, "softmax,neighborhood,block_sparse,latent"}},
+      {"--scale", {true, "softmax,neighborhood,block_sparse,linear,latent"}},
       {"--threads", {true, "*"}},
       {"--repeat", {true, "*"}},
       {"--causal", {false, "softmax,block_sparse,linear"}},
@@ -187,8 +209,9 @@ bool applies_to(const flag_info& flag, std::string_view variant) {
   return false;
 }
 
-constexpr std::string_view variants_implemented[] = {"softmax", "neighborhood", "block_sparse"};
-constexpr std::string_view variants_planned[] = {"linear", "latent"};
+constexpr std::string_view variants_implemented[] = {"softmax", "neighborhood", "block_sparse",
+                                                     "linear"};
+constexpr std::string_view variants_planned[] = {"latent"};
 
 // The command line, parsed: flag -> value ("" for a boolean flag).
 class arguments {
@@ -422,6 +445,8 @@ std::string checked_variant(const arguments& args) {
         flag + " does not apply to --variant " + variant + " (only to " + variants + ")";
     if (flag == "--causal" && variant == "neighborhood")
       message += "; neighborhood is causal per dimension with --causal-dims";
+    if (flag == "--lse" && variant == "linear")
+      message += "; linear attention has no softmax, hence no log-sum-exp";
     throw usage_error(message);
   }
   return variant;
@@ -833,6 +858,96 @@ int run_block_sparse(const common_flags& c, const block_sparse_flags& f) {
   return 0;
 }
 
+// --feature, --normalize, --causal and --decay of --variant linear.
+struct linear_flags {
+  attn::feature_kind feature = attn::feature_kind::identity;
+  bool normalize = false;
+  bool causal = false;
+  std::optional<std::string> decay;  // the (Hq,) decay file
+};
+
+linear_flags parse_linear(const arguments& args) {
+  linear_flags f;
+  if (auto name = args.get("--feature")) {
+    if (*name == "identity") {
+      f.feature = attn::feature_kind::identity;
+    } else if (*name == "elu1") {
+      f.feature = attn::feature_kind::elu_plus_one;
+    } else if (*name == "relu") {
+      f.feature = attn::feature_kind::relu;
+    } else {
+      throw usage_error("--feature expects identity, elu1 or relu, got '" + *name + "'");
+    }
+  }
+  f.normalize = args.has("--normalize");
+  f.causal = args.has("--causal");
+  f.decay = args.get("--decay");
+  if (f.decay && !f.causal)
+    throw usage_error(
+        "--decay needs --causal: a decay weighs each key by its distance back from the query, "
+        "which only causal attention defines");
+  return f;
+}
+
+// --decay: (Hq,) float32 with every lambda_h in (0, 1], checked here so that
+// the message names the flag and the file (the library checks it again).
+std::vector<float> read_decay(const std::string& path, std::int64_t hq) {
+  input decay = read_input("--decay", path, 1, "(Hq,)");
+  if (decay.shape[0] != hq)
+    throw std::runtime_error("--decay " + path + ": expected shape (" + std::to_string(hq) +
+                             ",) to match Hq of --q, got " + attn::npy::shape_string(decay.shape));
+  for (std::size_t h = 0; h < decay.values.size(); ++h) {
+    const float lambda = decay.values[h];
+    if (!(lambda > 0.0f && lambda <= 1.0f))
+      throw std::runtime_error("--decay " + path + ": expected every lambda_h in (0, 1], got " +
+                               "decay[" + std::to_string(h) + "] = " + std::to_string(lambda));
+  }
+  return std::move(decay.values);
+}
+
+// Linear attention: shapes as softmax, no lse; the library checks q, k, v.
+int run_linear(const common_flags& c, const linear_flags& f) {
+  attn::linear_options opt;
+  opt.causal = f.causal;
+  opt.normalize = f.normalize;
+  opt.feature = f.feature;
+  if (c.scale) opt.scale = *c.scale;
+
+  const input q = read_input("--q", c.q, 4, "(B, Nq, Hq, Dk)");
+  const input k = read_input("--k", c.k, 4, "(B, Nk, Hkv, Dk)");
+  const input v = read_input("--v", c.v, 4, "(B, Nk, Hkv, Dv)");
+  const std::int64_t batch = q.shape[0], nq = q.shape[1], hq = q.shape[2], dk = q.shape[3];
+  const std::int64_t nk = k.shape[1], dv = v.shape[3];
+
+  std::vector<float> decay;
+  if (f.decay) {
+    decay = read_decay(*f.decay, hq);
+    opt.decay = decay;
+  }
+
+  outputs result({batch, nq, hq, dv}, false, hq >= 1 && dk >= 1 && dv >= 1);
+  const attn::view4<float> out_view = attn::bshd(result.out.data(), batch, nq, hq, dv);
+
+  const attn::openmp exec{c.threads};
+  const std::optional<double> median_s = run_and_time(
+      [&] {
+        attn::linear_attention<attn::default_backend>(view_of(q), view_of(k), view_of(v), out_view,
+                                                      opt, exec);
+      },
+      c.repeat);
+  result.write(c);
+  if (median_s) {
+    // The features and the chunk the run used, from the library's own rules.
+    attn::index_t features = 0;
+    attn::detail::with_feature(opt.feature, [&](const auto& phi) { features = phi.features(dk); });
+    const attn::index_t chunk = attn::detail::linear_chunk(attn::detail::make_linear_problem(
+        view_of(q), view_of(k), view_of(v), out_view, features, opt));
+    print_timing(*median_s,
+                 attn::bench::linear_flops(batch, nq, nk, hq, features, dv, opt.causal, chunk));
+  }
+  return 0;
+}
+
 int run(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
@@ -858,6 +973,10 @@ int run(int argc, char** argv) {
   if (variant == "block_sparse") {
     const block_sparse_flags f = parse_block_sparse(args);
     return run_block_sparse(parse_common(args), f);
+  }
+  if (variant == "linear") {
+    const linear_flags f = parse_linear(args);
+    return run_linear(parse_common(args), f);
   }
   return run_softmax(args, parse_common(args));
 }

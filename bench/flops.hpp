@@ -16,6 +16,42 @@
 // The FLOP count every benchmark and attnrun report (DESIGN §4).
 namespace attn::bench {
 
+// FLOPs of linear attention (DESIGN §2) as the library runs it, summed over
+// batch and query heads, with Df features per row (phi.features(Dk); Dk for
+// the built-in maps) and C >= 1 keys per chunk (attn::detail::linear_chunk).
+// Per (batch, query head):
+//   non-causal: the state S = sum_j phi(k_j) v_j^T, 2 Df Dv per key, and its
+//     read phi(q_i) S, 2 Df Dv per query:
+//       2 Df Dv (Nk + Nq)
+//   causal (chunked, Lightning Attention-2): per key the state update,
+//     2 Df Dv; per query that sees a key (min(Nq, Nk) of them, as queries
+//     before the first key are 0) the state read, 2 Df Dv; and in each chunk
+//     [c0, c0 + n) of keys the causal intra-chunk tile, 2 (Df + Dv) per
+//     allowed pair (query position p = i + Nk - Nq in the chunk, key j <= p):
+//     n (n + 1) / 2 pairs for a chunk whose every position holds a query
+//     (all of them when Nq >= Nk), r0 (r0 + 1) / 2 fewer when its first
+//     query sits r0 keys in:
+//       2 Df Dv (Nk + min(Nq, Nk)) + 2 (Df + Dv) sum_chunks pairs
+// Like the softmax count, which leaves out exp and the running max, this
+// leaves out the O(Df) work per token or pair: the feature map, the decay's
+// powers and the normaliser.
+inline double linear_flops(index_t batch, index_t nq, index_t nk, index_t hq, index_t features,
+                           index_t dv, bool causal, index_t chunk) {
+  const double df = static_cast<double>(features), d = static_cast<double>(dv);
+  const double heads = static_cast<double>(batch) * static_cast<double>(hq);
+  if (!causal) return heads * 2.0 * df * d * static_cast<double>(nk + nq);
+  const index_t offset = nk - nq;
+  double intra_pairs = 0;
+  for (index_t c0 = 0; chunk > 0 && c0 < nk; c0 += chunk) {
+    // n keys, of which the first r0 come before the first query's position.
+    const auto n = static_cast<double>(std::min(chunk, nk - c0));
+    const auto r0 = static_cast<double>(std::max<index_t>(0, offset - c0));
+    if (r0 < n) intra_pairs += n * (n + 1) / 2 - r0 * (r0 + 1) / 2;
+  }
+  const double tokens = static_cast<double>(nk + std::min(nq, nk));
+  return heads * (2.0 * df * d * tokens + 2.0 * (df + d) * intra_pairs);
+}
+
 // Allowed (query, key) pairs per head: all, or bottom-right aligned causal.
 inline double allowed_pairs(index_t nq, index_t nk, bool causal) {
   if (!causal) return static_cast<double>(nq) * static_cast<double>(nk);

@@ -3,8 +3,8 @@
 
 // Tests of bench/npy.hpp (the .npy reader and writer) and of the attnrun
 // command line (DESIGN.md §4): correct results of --variant softmax,
-// --variant neighborhood and --variant block_sparse (layouts and MoBA)
-// against fp64 oracles, the --repeat JSON line, and
+// --variant neighborhood, --variant block_sparse (layouts and MoBA) and
+// --variant linear against fp64 oracles, the --repeat JSON line, and
 // for every kind of bad input a non-zero exit, one line on stderr naming the
 // problem, and no output file.
 
@@ -42,6 +42,7 @@
 
 #include "attn/attn.hpp"
 #include "npy.hpp"
+#include "reference/linear_reference.hpp"
 #include "reference/neighborhood_reference.hpp"
 #include "reference/softmax_reference.hpp"
 
@@ -712,9 +713,11 @@ TEST_F(AttnrunTest, HelpPrintsUsage) {
   const run_result r = run({"--help"});
   EXPECT_EQ(r.code, 0);
   EXPECT_TRUE(contains_nocase(r.out, "usage")) << r.out;
-  for (const char* flag : {"--variant", "--window", "--softcap", "--alibi", "--bias", "--doc",
-                           "--kernel", "--dilation", "--stride", "--causal-dims", "neighborhood",
-                           "block_sparse", "--block", "--layout", "--topk", "MoBA"})
+  for (const char* flag :
+       {"--variant", "--window",    "--softcap", "--alibi",       "--bias",       "--doc",
+        "--kernel",  "--dilation",  "--stride",  "--causal-dims", "neighborhood", "block_sparse",
+        "--block",   "--layout",    "--topk",    "MoBA",          "linear",       "--feature",
+        "elu1",      "--normalize", "--decay"})
     EXPECT_TRUE(contains_nocase(r.out, flag)) << flag << " is missing from: " << r.out;
   EXPECT_EQ(r.err, "");
 }
@@ -843,7 +846,7 @@ TEST_F(AttnrunBadInput, MissingValuesAndFlags) {
 }
 
 TEST_F(AttnrunBadInput, VariantsNotImplementedYet) {
-  for (const char* variant : {"linear", "latent"}) {
+  for (const char* variant : {"latent"}) {
     std::vector<std::string> args = softmax_args();
     args[1] = variant;
     expect_failure(args, std::string("--variant ") + variant + " is not implemented yet",
@@ -1861,6 +1864,414 @@ TEST_F(AttnrunBlockSparseBadInput, OutAndLseNameTheSameFile) {
   std::vector<std::string> args = layout_args();
   args[11] = path("out.npy").string();
   expect_failure(args, "same file", exit_usage);
+}
+
+}  // namespace
+
+namespace {
+
+// --variant linear (DESIGN §2 and §4): each feature map, --normalize,
+// --decay with --causal, non-causal, GQA and MQA against an fp64 oracle of
+// the formula and against attn::linear_attention called in this process; the
+// --repeat FLOP count of bench/flops.hpp; and bad command lines and inputs.
+
+using attn::index_t;
+
+// The fp64 oracle of tests/reference/linear_reference.hpp with the map the
+// options name.
+std::vector<double> linear_oracle(const problem& p, const attn::linear_options& opt) {
+  std::vector<double> out;
+  attn::detail::with_feature(opt.feature, [&](const auto& phi) {
+    out = attn::ref::linear_reference(attn::bshd<const float>(p.q.data(), p.b, p.nq, p.hq, p.dk),
+                                      attn::bshd<const float>(p.k.data(), p.b, p.nk, p.hkv, p.dk),
+                                      attn::bshd<const float>(p.v.data(), p.b, p.nk, p.hkv, p.dv),
+                                      phi, opt)
+              .out;
+  });
+  return out;
+}
+
+// attn::linear_attention on the problem, in this process.
+std::vector<float> linear_library(const problem& p, const attn::linear_options& opt) {
+  std::vector<float> out(static_cast<std::size_t>(p.b * p.nq * p.hq * p.dv));
+  attn::linear_attention(attn::bshd<const float>(p.q.data(), p.b, p.nq, p.hq, p.dk),
+                         attn::bshd<const float>(p.k.data(), p.b, p.nk, p.hkv, p.dk),
+                         attn::bshd<const float>(p.v.data(), p.b, p.nk, p.hkv, p.dv),
+                         attn::bshd(out.data(), p.b, p.nq, p.hq, p.dv), opt);
+  return out;
+}
+
+// RetNet's per-head decays, 1 - 2^(-5 - h).
+std::vector<float> retnet_decay(std::int64_t heads) {
+  std::vector<float> decay(static_cast<std::size_t>(heads));
+  for (std::size_t h = 0; h < decay.size(); ++h)
+    decay[h] = 1.0f - std::ldexp(1.0f, -5 - static_cast<int>(h));
+  return decay;
+}
+
+struct named_feature {
+  const char* flag;
+  attn::feature_kind kind;
+};
+constexpr named_feature features[] = {{"identity", attn::feature_kind::identity},
+                                      {"elu1", attn::feature_kind::elu_plus_one},
+                                      {"relu", attn::feature_kind::relu}};
+
+class AttnrunLinear : public AttnrunTest {
+ protected:
+  // --variant linear with q/k/v/out in the test directory, then `extra`.
+  std::vector<std::string> linear_args(const std::vector<std::string>& extra = {}) const {
+    std::vector<std::string> args = softmax_args(extra);
+    args[1] = "linear";
+    args.erase(args.begin() + 10, args.begin() + 12);  // "--lse", path: linear has none
+    return args;
+  }
+  std::string decay_path() const { return path("decay.npy").string(); }
+  void write_decay(const std::vector<float>& decay) const {
+    npy::write_f32(path("decay.npy"), std::vector<std::int64_t>{std::ssize(decay)}, decay);
+  }
+
+  // Runs attnrun with `extra`, the flags of `opt`, and checks out against
+  // the library run in this process (the same kernels: equal up to rounding)
+  // and, with `oracle`, against the fp64 oracle (relative Frobenius 1e-5,
+  // max abs error 1e-4 x max |ref|). Returns out.
+  std::vector<float> expect_matches(const problem& p, const std::vector<std::string>& extra,
+                                    const attn::linear_options& opt, bool oracle = true) const {
+    const run_result r = run(linear_args(extra));
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.err, "");
+    EXPECT_EQ(r.out, "") << "attnrun prints nothing on stdout without --repeat";
+    if (r.code != 0) return {};
+    EXPECT_FALSE(fs::exists(path("lse.npy")));
+    const npy::array file = npy::read(path("out.npy"));
+    EXPECT_EQ(file.shape, (std::vector<std::int64_t>{p.b, p.nq, p.hq, p.dv}));
+    const std::vector<float> got = file.floats();
+    const std::vector<float> library = linear_library(p, opt);
+    if (got.size() != library.size()) {
+      ADD_FAILURE() << "out of the wrong size";
+      return got;
+    }
+    for (std::size_t e = 0; e < got.size(); ++e)
+      EXPECT_NEAR(got[e], library[e], 1e-6 * (1 + std::abs(library[e]))) << "out element " << e;
+    if (oracle) {
+      const std::vector<double> want = linear_oracle(p, opt);
+      double max_abs = 0;
+      for (const double x : want) max_abs = std::max(max_abs, std::abs(x));
+      EXPECT_GT(max_abs, 0.0);
+      EXPECT_LE(relative_frobenius(got, want), 1e-5);
+      for (std::size_t e = 0; e < want.size(); ++e)
+        EXPECT_NEAR(got[e], want[e], 1e-4 * max_abs) << "out element " << e;
+    }
+    return got;
+  }
+};
+
+TEST_F(AttnrunLinear, EachFeatureCausalAndNotMatchesTheOracle) {
+  // GQA, Dk != Dv, Nq < Nk (bottom-right aligned), several chunks of keys.
+  const problem p(2, 90, 150, 4, 2, 8, 6, 70);
+  write_problem(p);
+  for (const named_feature& f : features)
+    for (const bool causal : {false, true}) {
+      SCOPED_TRACE(std::string(f.flag) + (causal ? ", causal" : ""));
+      attn::linear_options opt;
+      opt.feature = f.kind;
+      opt.causal = causal;
+      std::vector<std::string> extra = {"--feature", f.flag};
+      if (causal) extra.push_back("--causal");
+      expect_matches(p, extra, opt);
+    }
+}
+
+TEST_F(AttnrunLinear, DefaultFeatureIsIdentity) {
+  const problem p(1, 20, 20, 2, 2, 8, 8, 71);
+  write_problem(p);
+  attn::linear_options opt;
+  opt.causal = true;
+  const std::vector<float> implicit = expect_matches(p, {"--causal"}, opt);
+  EXPECT_EQ(expect_matches(p, {"--causal", "--feature=identity"}, opt), implicit);
+}
+
+TEST_F(AttnrunLinear, NormalizeMatchesTheOracle) {
+  const problem p(1, 70, 70, 4, 1, 8, 8, 72);  // MQA
+  write_problem(p);
+  // Positive features: the normaliser stays away from zero.
+  for (const named_feature& f : {features[1], features[2]})
+    for (const bool causal : {false, true}) {
+      SCOPED_TRACE(std::string(f.flag) + (causal ? ", causal" : ""));
+      attn::linear_options opt;
+      opt.feature = f.kind;
+      opt.causal = causal;
+      opt.normalize = true;
+      std::vector<std::string> extra = {"--feature", f.flag, "--normalize"};
+      if (causal) extra.push_back("--causal");
+      const std::vector<float> got = expect_matches(p, extra, opt);
+      // A weighted mean of the values (the weights are >= 0): within their range.
+      const auto [lo, hi] = std::minmax_element(p.v.begin(), p.v.end());
+      for (const float x : got) {
+        EXPECT_GE(x, *lo - 1e-5f);
+        EXPECT_LE(x, *hi + 1e-5f);
+      }
+    }
+  // Identity features can make the normaliser small or negative (DESIGN §2):
+  // the flag reaches the library, compared with it only.
+  attn::linear_options opt;
+  opt.normalize = true;
+  opt.causal = true;
+  expect_matches(p, {"--normalize", "--causal"}, opt, /*oracle=*/false);
+}
+
+TEST_F(AttnrunLinear, DecayWithCausalMatchesTheOracle) {
+  const problem p(2, 100, 130, 4, 2, 8, 6, 73);  // GQA, Nq < Nk, several chunks
+  write_problem(p);
+  std::vector<float> decay = retnet_decay(p.hq);
+  decay[3] = 1.0f;  // no decay on one head
+  write_decay(decay);
+  for (const named_feature& f : features) {
+    SCOPED_TRACE(f.flag);
+    attn::linear_options opt;
+    opt.feature = f.kind;
+    opt.causal = true;
+    opt.decay = decay;
+    expect_matches(p, {"--feature", f.flag, "--causal", "--decay", decay_path()}, opt);
+  }
+  attn::linear_options opt;
+  opt.feature = attn::feature_kind::elu_plus_one;
+  opt.causal = true;
+  opt.normalize = true;
+  opt.decay = decay;
+  expect_matches(p, {"--feature", "elu1", "--normalize", "--causal", "--decay=" + decay_path()},
+                 opt);
+
+  // A strong decay: lambda = 0.5 forgets a key within a few dozen tokens.
+  const std::vector<float> strong = {0.5f, 0.75f, 0.9f, 0.99f};
+  write_decay(strong);
+  opt.decay = strong;
+  expect_matches(p, {"--feature", "elu1", "--normalize", "--causal", "--decay", decay_path()}, opt);
+}
+
+TEST_F(AttnrunLinear, CausalWithMoreQueriesThanKeysHasZeroRows) {
+  const problem p(1, 40, 30, 2, 1, 8, 8, 74);  // off = -10: rows 0..9 see no key
+  write_problem(p);
+  write_decay({0.9f, 0.8f});
+  attn::linear_options opt;
+  opt.feature = attn::feature_kind::elu_plus_one;
+  opt.causal = true;
+  opt.normalize = true;
+  const std::vector<float> decay = {0.9f, 0.8f};
+  opt.decay = decay;
+  const std::vector<float> got = expect_matches(
+      p, {"--feature", "elu1", "--normalize", "--causal", "--decay", decay_path()}, opt);
+  ASSERT_EQ(got.size(), static_cast<std::size_t>(p.nq * p.hq * p.dv));
+  for (std::size_t e = 0; e < static_cast<std::size_t>(10 * p.hq * p.dv); ++e)
+    EXPECT_EQ(got[e], 0.0f) << "a row with no key is 0";
+}
+
+TEST_F(AttnrunLinear, ScaleThreadsAndEqualsSyntax) {
+  const problem p(1, 80, 80, 4, 4, 16, 16, 75);
+  write_problem(p);
+  attn::linear_options opt;
+  opt.feature = attn::feature_kind::relu;
+  opt.causal = true;
+  opt.scale = 0.25f;
+  const std::vector<float> one =
+      expect_matches(p, {"--feature=relu", "--causal", "--scale=0.25", "--threads=1"}, opt);
+  EXPECT_EQ(expect_matches(
+                p, {"--feature", "relu", "--causal", "--scale", "0.25", "--threads", "3"}, opt),
+            one)
+      << "the thread count changed the result";
+  opt.causal = false;
+  opt.scale = -0.5f;
+  expect_matches(p, {"--scale", "-0.5", "--feature", "relu"}, opt);
+}
+
+TEST_F(AttnrunLinear, OverwritesAStaleOutput) {
+  const problem p(1, 6, 6, 2, 2, 4, 4, 76);
+  write_problem(p);
+  write_bytes(path("out.npy"), "stale");
+  expect_matches(p, {}, attn::linear_options{});
+}
+
+TEST_F(AttnrunLinear, RepeatCountsTheLinearFlops) {
+  // The library's chunk for these sizes, and the FLOPs of bench/flops.hpp
+  // counted here pair by pair: per (batch, query head) 2 Df Dv per key and
+  // per query that sees a key, plus with causal 2 (Df + Dv) per allowed pair
+  // inside a chunk.
+  struct flops_case {
+    problem p;
+    bool causal;
+  };
+  for (const auto& [p, causal] : {flops_case{problem(2, 150, 150, 4, 2, 8, 6, 77), true},
+                                  flops_case{problem(1, 50, 140, 2, 1, 16, 8, 78), true},
+                                  flops_case{problem(1, 100, 80, 2, 2, 8, 8, 79), true},
+                                  flops_case{problem(1, 50, 140, 2, 1, 16, 8, 80), false}}) {
+    SCOPED_TRACE(testing::Message() << "Nq " << p.nq << ", Nk " << p.nk << ", causal " << causal);
+    write_problem(p);
+    std::vector<std::string> extra = {"--feature", "elu1", "--repeat", "3"};
+    if (causal) extra.push_back("--causal");
+    const run_result r = run(linear_args(extra));
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.err, "");
+    ASSERT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
+    const std::optional<double> flops = reported_flops(r);
+    ASSERT_TRUE(flops) << r.out;
+
+    attn::linear_options opt;
+    opt.causal = causal;
+    opt.feature = attn::feature_kind::elu_plus_one;
+    std::vector<float> out(static_cast<std::size_t>(p.b * p.nq * p.hq * p.dv));
+    const index_t chunk = attn::detail::linear_chunk(attn::detail::make_linear_problem(
+        attn::bshd<const float>(p.q.data(), p.b, p.nq, p.hq, p.dk),
+        attn::bshd<const float>(p.k.data(), p.b, p.nk, p.hkv, p.dk),
+        attn::bshd<const float>(p.v.data(), p.b, p.nk, p.hkv, p.dv),
+        attn::bshd(out.data(), p.b, p.nq, p.hq, p.dv), p.dk, opt));
+    ASSERT_GE(chunk, 1);
+    EXPECT_LT(chunk, p.nk) << "the keys should span several chunks";
+    double reads = 0, intra_pairs = 0;
+    for (std::int64_t i = 0; i < p.nq; ++i) {
+      const std::int64_t pos = i + p.nk - p.nq;
+      if (causal && pos < 0) continue;
+      reads += 1;
+      if (causal)
+        for (std::int64_t j = 0; j <= pos; ++j) intra_pairs += j / chunk == pos / chunk ? 1 : 0;
+    }
+    const double df = static_cast<double>(p.dk), dv = static_cast<double>(p.dv);
+    const double expected =
+        static_cast<double>(p.b * p.hq) *
+        (2 * df * dv * (static_cast<double>(p.nk) + reads) + 2 * (df + dv) * intra_pairs);
+    EXPECT_NEAR(*flops, expected, 1e-7 * expected);
+    // The outputs are still written, and correct.
+    EXPECT_LE(relative_frobenius(npy::read(path("out.npy")).floats(), linear_oracle(p, opt)), 1e-5);
+    EXPECT_FALSE(fs::exists(path("lse.npy")));
+  }
+}
+
+// --- bad linear command lines and inputs
+
+class AttnrunLinearBadInput : public AttnrunLinear {
+ protected:
+  // A valid problem (Hq = 4, Hkv = 2) and a valid decay (4,). Each test
+  // breaks one thing.
+  void SetUp() override {
+    AttnrunLinear::SetUp();
+    write_problem(problem(1, 10, 12, 4, 2, 8, 8, 81));
+    write_decay(retnet_decay(4));
+  }
+  std::vector<std::string> decay_args(const std::vector<std::string>& extra = {}) const {
+    std::vector<std::string> args = {"--causal", "--decay", decay_path()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return linear_args(args);
+  }
+};
+
+TEST_F(AttnrunLinearBadInput, TheFixtureRuns) {
+  EXPECT_EQ(run(linear_args()).code, 0);
+  fs::remove(path("out.npy"));
+  EXPECT_EQ(run(decay_args({"--feature", "elu1", "--normalize"})).code, 0);
+}
+
+TEST_F(AttnrunLinearBadInput, LseIsRefused) {
+  // Linear attention has no softmax, so no log-sum-exp to write.
+  for (const bool causal : {false, true}) {
+    std::vector<std::string> extra = {"--lse", path("lse.npy").string()};
+    if (causal) extra.push_back("--causal");
+    expect_failure_mentioning(linear_args(extra),
+                              {"--lse does not apply to --variant linear", "log-sum-exp"},
+                              exit_usage);
+  }
+  expect_failure(decay_args({"--lse=" + path("lse.npy").string()}), "--lse", exit_usage);
+}
+
+TEST_F(AttnrunLinearBadInput, DecayNeedsCausal) {
+  expect_failure_mentioning(linear_args({"--decay", decay_path()}), {"--decay", "--causal"},
+                            exit_usage);
+  expect_failure_mentioning(linear_args({"--decay", decay_path(), "--normalize"}),
+                            {"--decay", "--causal"}, exit_usage);
+  // Checked before any file is read.
+  expect_failure_mentioning(linear_args({"--decay", path("missing.npy").string()}),
+                            {"--decay", "--causal"}, exit_usage);
+}
+
+TEST_F(AttnrunLinearBadInput, DecayOfTheWrongShape) {
+  write_decay({0.9f, 0.9f, 0.9f});  // Hq = 4
+  expect_failure_mentioning(decay_args(), {"--decay", "decay.npy", "(4,)", "got (3,)"},
+                            exit_failure);
+  write_decay(std::vector<float>(8, 0.9f));
+  expect_failure_mentioning(decay_args(), {"--decay", "(4,)", "got (8,)"}, exit_failure);
+  npy::write_f32(path("decay.npy"), std::vector<std::int64_t>{1, 4}, std::vector<float>(4, 0.9f));
+  expect_failure_mentioning(decay_args(), {"--decay", "rank 1", "(1, 4)"}, exit_failure);
+  npy::write_f32(path("decay.npy"), std::vector<std::int64_t>{}, std::vector<float>{0.9f});
+  expect_failure_mentioning(decay_args(), {"--decay", "rank 1"}, exit_failure);
+}
+
+TEST_F(AttnrunLinearBadInput, DecayOfTheWrongDtype) {
+  write_npy(path("decay.npy"), {4}, "<f8", le_bytes(std::vector<std::uint32_t>(8, 0)));
+  expect_failure_mentioning(decay_args(), {"--decay", "dtype '<f8'"}, exit_failure);
+  write_npy(path("decay.npy"), {4}, "<f2", le_bytes(std::vector<std::uint16_t>(4, 0x3b33)));
+  expect_failure_mentioning(decay_args(), {"--decay", "dtype '<f2'"}, exit_failure);
+  write_npy(path("decay.npy"), {4}, "<i4", le_bytes(std::vector<std::int32_t>(4, 1)));
+  expect_failure_mentioning(decay_args(), {"--decay", "dtype '<i4'"}, exit_failure);
+}
+
+TEST_F(AttnrunLinearBadInput, DecayOutOfRange) {
+  // lambda_h in (0, 1]: 0 forgets the past entirely, > 1 grows without bound.
+  for (const float bad : {0.0f, -0.5f, 1.5f, 1.0000001f, std::numeric_limits<float>::quiet_NaN(),
+                          std::numeric_limits<float>::infinity()}) {
+    SCOPED_TRACE(bad);
+    write_decay({0.9f, 1.0f, bad, 0.5f});
+    expect_failure_mentioning(decay_args(), {"--decay", "decay.npy", "(0, 1]", "decay[2]"},
+                              exit_failure);
+  }
+}
+
+TEST_F(AttnrunLinearBadInput, MissingOrMalformedDecayFile) {
+  fs::remove(path("decay.npy"));
+  expect_failure_mentioning(decay_args(), {"--decay", "decay.npy"}, exit_failure);
+  write_bytes(path("decay.npy"), "not a numpy file");
+  expect_failure_mentioning(decay_args(), {"--decay", "magic"}, exit_failure);
+}
+
+TEST_F(AttnrunLinearBadInput, UnknownFeature) {
+  for (const char* name : {"softmax", "elu", "ELU1", "elu_plus_one", "favor", "relu,elu1"})
+    expect_failure_mentioning(linear_args({"--feature", name}),
+                              {"--feature", "identity, elu1 or relu", name}, exit_usage);
+  expect_failure_mentioning(linear_args({"--feature"}), {"--feature", "needs a value"}, exit_usage);
+  expect_failure_mentioning(linear_args({"--feature="}), {"--feature", "non-empty"}, exit_usage);
+  expect_failure(linear_args({"--normalize=1"}), "--normalize", exit_usage);
+}
+
+TEST_F(AttnrunLinearBadInput, BadScale) {
+  expect_failure(linear_args({"--scale", "abc"}), "--scale", exit_usage);
+  expect_failure(linear_args({"--scale", "nan"}), "--scale", exit_usage);
+}
+
+TEST_F(AttnrunLinearBadInput, ShapesOfQkvAreChecked) {
+  const problem other_dk(1, 10, 12, 4, 2, 6, 8, 82);
+  npy::write_f32(path("k.npy"), other_dk.k_shape(), other_dk.k);
+  expect_failure_mentioning(linear_args(), {"k:", "shape"}, exit_failure);
+  const problem other_nk(1, 10, 13, 4, 2, 8, 8, 83);
+  npy::write_f32(path("k.npy"), other_nk.k_shape(), other_nk.k);
+  expect_failure_mentioning(decay_args(), {"v:", "shape"}, exit_failure);
+  const problem three_kv_heads(1, 10, 12, 4, 3, 8, 8, 84);
+  npy::write_f32(path("k.npy"), three_kv_heads.k_shape(), three_kv_heads.k);
+  npy::write_f32(path("v.npy"), three_kv_heads.v_shape(), three_kv_heads.v);
+  expect_failure(linear_args(), "GQA", exit_failure);
+  npy::write_f32(path("q.npy"), std::vector<std::int64_t>{10, 32}, std::vector<float>(320));
+  expect_failure_mentioning(linear_args(), {"--q", "rank"}, exit_failure);
+}
+
+TEST_F(AttnrunLinearBadInput, FlagsOfOtherVariantsAreRefused) {
+  const std::vector<std::vector<std::string>> others = {
+      {"--kernel", "7"},     {"--dilation", "2"},    {"--stride", "1"},    {"--causal-dims", "0"},
+      {"--window", "3,3"},   {"--sink-tokens", "2"}, {"--sinks", "s.npy"}, {"--softcap", "2"},
+      {"--alibi"},           {"--bias", "b.npy"},    {"--doc", "d.npy"},   {"--block", "4"},
+      {"--layout", "l.npy"}, {"--topk", "2"},        {"--dv", "4"}};
+  for (const auto& flag : others) {
+    const std::string message = flag[0] + " does not apply to --variant linear";
+    expect_failure(linear_args(flag), message, exit_usage);
+    expect_failure(decay_args(flag), message, exit_usage);
+  }
+  expect_failure_mentioning(linear_args({"--kernel", "7,7", "--causal"}),
+                            {"--kernel", "only to neighborhood"}, exit_usage);
 }
 
 }  // namespace
