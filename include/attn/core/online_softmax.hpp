@@ -47,12 +47,14 @@ inline void softmax_update(float* st, index_t keys, index_t ldq,  // st: (keys, 
   }
 }
 
-// row <- factor * row, n a multiple of the vector width.
+// row <- factor * row over n floats (whole vectors, then a scalar tail).
 template <class B>
 inline void scale_row(float* row, index_t n, float factor) {
   constexpr index_t W = static_cast<index_t>(B::width);
   const auto f = B::broadcast(factor);
-  for (index_t d = 0; d < n; d += W) B::store(row + d, B::mul(f, B::load(row + d)));
+  index_t d = 0;
+  for (; d + W <= n; d += W) B::store(row + d, B::mul(f, B::load(row + d)));
+  for (; d < n; ++d) row[d] *= factor;
 }
 
 // o row r <- alpha[r] * o row r, skipped where alpha is exactly 1.

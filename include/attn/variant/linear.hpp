@@ -399,8 +399,8 @@ class linear_item {
     const float* kd = kf_;
     if (decays(j)) {
       const float* pwj = pw(j);
-      scale_row(s(j), df_ * dvp_, pwj[n]);
-      scale_row(z(j), df_, pwj[n]);
+      scale_row<B>(s(j), df_ * dvp_, pwj[n]);
+      scale_row<B>(z(j), df_, pwj[n]);
       for (index_t a = 0; a < n; ++a) {
         const float w = pwj[n - 1 - a];
         for (index_t f = 0; f < df_; ++f) kd_[a * df_ + f] = w * kf_[a * df_ + f];
@@ -427,7 +427,7 @@ class linear_item {
     for (index_t e = 0; e < p_.dv(); ++e) o[e * p_.out.stride[3]] = 0.0f;
   }
 
-  // y += a x, y += x, x *= a, x *= y over n floats.
+  // y += a x, y += x, x *= y over n floats.
   static void axpy(float a, const float* x, float* y, index_t n) {
     const auto av = B::broadcast(a);
     index_t e = 0;
@@ -438,12 +438,6 @@ class linear_item {
     index_t e = 0;
     for (; e + W <= n; e += W) B::store(y + e, B::add(B::load(x + e), B::load(y + e)));
     for (; e < n; ++e) y[e] += x[e];
-  }
-  static void scale_row(float* x, index_t n, float a) {
-    const auto av = B::broadcast(a);
-    index_t e = 0;
-    for (; e + W <= n; e += W) B::store(x + e, B::mul(av, B::load(x + e)));
-    for (; e < n; ++e) x[e] *= a;
   }
   static void mul_rows(float* x, const float* y, index_t n) {
     index_t e = 0;
@@ -590,6 +584,7 @@ void linear_step(linear_state& state, view3<const float> q, view3<const float> k
       phi.template apply<B>(in, dk, y);
     };
     load(q.row(bi, h), q.stride[2], fq);
+    for (index_t f = 0; f < features; ++f) fq[f] *= opt.scale;
     load(k.row(bi, kvh), k.stride[2], fk);
     const float lambda = opt.decay.empty() ? 1.0f : opt.decay[static_cast<std::size_t>(h)];
     const float* vrow = v.row(bi, kvh);
@@ -608,7 +603,7 @@ void linear_step(linear_state& state, view3<const float> q, view3<const float> k
           float* srow = s + f * dv + e0;
           const auto updated = B::fma(B::broadcast(fk[f]), vv, B::mul(lv, B::load(srow)));
           B::store(srow, updated);
-          acc = B::fma(B::broadcast(opt.scale * fq[f]), updated, acc);
+          acc = B::fma(B::broadcast(fq[f]), updated, acc);
         }
         B::store(o + e0, acc);
       } else {
@@ -618,7 +613,7 @@ void linear_step(linear_state& state, view3<const float> q, view3<const float> k
           for (index_t f = 0; f < features; ++f) {
             float& se = s[f * dv + e];
             se = std::fma(fk[f], ve, lambda * se);
-            acc = std::fma(opt.scale * fq[f], se, acc);
+            acc = std::fma(fq[f], se, acc);
           }
           o[e * os] = acc;
         }
@@ -628,7 +623,7 @@ void linear_step(linear_state& state, view3<const float> q, view3<const float> k
       float den = 0.0f;
       for (index_t f = 0; f < features; ++f) {
         z[f] = std::fma(lambda, z[f], fk[f]);
-        den = std::fma(opt.scale * fq[f], z[f], den);
+        den = std::fma(fq[f], z[f], den);
       }
       const float inv = 1.0f / (den + opt.eps);
       for (index_t e = 0; e < dv; ++e) o[e * os] *= inv;
