@@ -37,10 +37,17 @@ struct softmax_problem : attention_views {
   view3<float> lse;      // (B, Nq, Hq) or empty
   float scale;
   const float* sinks;    // (Hq) sink logits or null
+  // Query rows per tile; 0: the backend's query_tile_rows. Latent attention
+  // asks for every head of a position in one tile (its cache is read once).
+  index_t tile_rows = 0;
 };
 
 constexpr index_t round_up(index_t x, index_t m) { return (x + m - 1) / m * m; }
 constexpr index_t ceil_div(index_t x, index_t m) { return (x + m - 1) / m; }
+
+// Fewest keys per KV tile a paged cache's page size may impose (below it,
+// tiles crossing pages are gathered instead).
+inline constexpr index_t min_page_tile = 16;
 
 // How the problem is cut into work items.
 template <class B>
@@ -58,10 +65,10 @@ struct work_split {
   // Query tiles of default_positions() tokens and KV tiles of kv_tile keys,
   // unless the mask asks for its own tile shape.
   work_split(const softmax_problem& p, std::size_t threads, std::optional<tile_shape> shape = {}) {
-    const index_t rows = B::query_tile_rows;
+    const index_t rows = p.tile_rows > 0 ? p.tile_rows : B::query_tile_rows;
     heads = std::min(p.group(), rows);
     head_chunks = ceil_div(p.group(), heads);
-    positions = shape ? shape->positions : default_positions(p.group());
+    positions = shape ? shape->positions : default_positions(p.group(), rows);
     query_tiles = ceil_div(p.nq(), positions);
     // Decode (one tile per kv head): one item walks the keys of every kv
     // head, so K and V stream from memory in their own order instead of as
@@ -71,6 +78,15 @@ struct work_split {
     tile_keys = B::kv_tile;
     while (tile_keys > 2 * B::score_keys && tile_keys * kv_heads > 2 * B::kv_tile) tile_keys /= 2;
     if (shape) tile_keys = shape->keys;
+    // A paged cache: tiles of a divisor of the page size never straddle two
+    // pages, so their rows are read in place; when the page size has no
+    // divisor of at least min_page_tile keys up to the tile (tiny or prime
+    // pages), tiles keep their size and those crossing a page are gathered.
+    if (p.pages.paged()) {
+      index_t divisor = tile_keys;
+      while (p.pages.page_size % divisor != 0) --divisor;
+      if (divisor >= min_page_tile) tile_keys = divisor;
+    }
     items = p.batch() * (p.hkv() / kv_heads) * head_chunks * query_tiles;
     // Split the keys when there are fewer items than twice the threads,
     // keeping at least two KV tiles per split.
@@ -85,8 +101,7 @@ struct work_split {
   index_t max_rows() const { return kv_heads * heads * positions; }
   // Query positions per tile: the tile's rows are positions x (query heads of
   // a GQA group, up to the row budget).
-  static index_t default_positions(index_t group) {
-    const index_t rows = B::query_tile_rows;
+  static index_t default_positions(index_t group, index_t rows = B::query_tile_rows) {
     return std::max<index_t>(1, rows / std::min(group, rows));
   }
 };
@@ -135,6 +150,16 @@ inline void prefetch_rows(const float* p, index_t stride, index_t rows, index_t 
   for (index_t j = 0; j < rows; ++j)
     for (index_t d = 0; d < length; d += line) __builtin_prefetch(p + j * stride + d, 0, 2);
 }
+// The same for keys [j0, j1) of kv head g of k or v, page by page.
+inline void prefetch_keys(const attention_views& p, const view4<const float>& x, index_t b,
+                          index_t j0, index_t j1, index_t g) {
+  const index_t length = x.extent[3] * x.stride[3];
+  for (index_t j = j0; j < j1;) {
+    const index_t end = p.pages.paged() ? std::min(j1, (j / p.pages.page_size + 1) * p.pages.page_size) : j1;
+    prefetch_rows(p.kv_row(x, b, j, g), x.stride[1], end - j, length);
+    j = end;
+  }
+}
 
 // True when every value of the (keys, dv) tile is finite: v * 0 is 0 for
 // finite v and NaN otherwise.
@@ -158,8 +183,12 @@ struct workspace {
   index_t ldq;        // columns of S^T: rows padded to the score kernel's width
   index_t dk, dv, dvp;
   index_t tile_keys;
-  bool by_rows;       // decode-shaped: dot products along Dk, Q packed by rows
-  bool pack_k, pack_v;
+  // Decode-shaped: dot products along Dk, Q packed by rows. A tile of W rows
+  // or more fills the broadcast kernel's lanes, which needs no reductions
+  // (latent decode with H = 16: +35%, bench/latent_bench.cpp).
+  bool by_rows;
+  bool pack_k, pack_v;  // K / V rows always packed
+  bool crossing;        // some KV tiles straddle two pages (gathered when they do)
   index_t per_kv;
   float* state;       // per kv head: queries, m, l, alpha
   float* st;          // (tile_keys, ldq) S^T, then P^T
@@ -173,16 +202,18 @@ struct workspace {
       : rows(t.rows_per_kv()),
         ldq(rows <= W ? W : round_up(rows, B::score_query_vecs * W)),
         dk(p.dk()), dv(p.dv()), dvp(round_up(dv, W)), tile_keys(keys_per_tile),
-        by_rows(rows <= W && dk % W == 0 && W > 1),
+        by_rows(rows < W && dk % W == 0 && W > 1),
         pack_k(gather || p.k.stride[3] != 1), pack_v(gather || p.v.stride[3] != 1 || dv % W != 0),
+        crossing(p.pages.paged() && p.pages.page_size % tile_keys != 0),
         per_kv(padded(dk * ldq) + 3 * padded(ldq)) {
+    const bool k_buffer = pack_k || crossing, v_buffer = pack_v || crossing;
     scratch_carver carve(thread_scratch().floats(
-        t.kv_heads * per_kv + padded(tile_keys * ldq) + (pack_k ? padded(tile_keys * dk) : 0) +
-        (pack_v ? padded(tile_keys * dvp) : 0)));
+        t.kv_heads * per_kv + padded(tile_keys * ldq) + (k_buffer ? padded(tile_keys * dk) : 0) +
+        (v_buffer ? padded(tile_keys * dvp) : 0)));
     state = carve.take(t.kv_heads * per_kv);
     st = carve.take(tile_keys * ldq);
-    kbuf = pack_k ? carve.take(tile_keys * dk) : nullptr;
-    vbuf = pack_v ? carve.take(tile_keys * dvp) : nullptr;
+    kbuf = k_buffer ? carve.take(tile_keys * dk) : nullptr;
+    vbuf = v_buffer ? carve.take(tile_keys * dvp) : nullptr;
   }
   float* queries(index_t kv) const { return state + kv * per_kv; }  // (Dk, ldq) or (rows, Dk)
   float* m(index_t kv) const { return queries(kv) + padded(dk * ldq); }  // (ldq) running max
@@ -219,24 +250,27 @@ struct row_panel {
 // Copies rows [j0, j0 + keys) of one kv head into buf from row `at` on
 // (width columns, zero-padded): pieces of several key runs gathered into one
 // KV tile.
-inline void gather_rows(const view4<const float>& x, index_t b, index_t j0, index_t keys, index_t g,
-                        float* buf, index_t at, index_t width) {
+inline void gather_rows(const attention_views& p, const view4<const float>& x, index_t b,
+                        index_t j0, index_t keys, index_t g, float* buf, index_t at, index_t width) {
   const index_t n = x.extent[3];
   for (index_t j = 0; j < keys; ++j) {
     float* dst = buf + (at + j) * width;
+    const float* src = p.kv_row(x, b, j0 + j, g);
     if (x.stride[3] == 1) {
-      std::copy_n(x.row(b, j0 + j, g), n, dst);
+      std::copy_n(src, n, dst);
     } else {
-      for (index_t d = 0; d < n; ++d) dst[d] = x(b, j0 + j, g, d);
+      for (index_t d = 0; d < n; ++d) dst[d] = src[d * x.stride[3]];
     }
     std::fill(dst + n, dst + width, 0.0f);
   }
 }
 
-inline row_panel rows_of(const view4<const float>& x, index_t b, index_t j0, index_t keys,
-                         index_t g, bool pack, float* buf, index_t width) {
-  if (!pack) return {x.row(b, j0, g), x.stride[1]};
-  gather_rows(x, b, j0, keys, g, buf, 0, width);
+// Rows [j0, j0 + keys) in place when they can be (inner stride 1, one page),
+// else gathered into buf.
+inline row_panel rows_of(const attention_views& p, const view4<const float>& x, index_t b,
+                         index_t j0, index_t keys, index_t g, bool pack, float* buf, index_t width) {
+  if (!pack && p.pages.contiguous(j0, keys)) return {p.kv_row(x, b, j0, g), x.stride[1]};
+  gather_rows(p, x, b, j0, keys, g, buf, 0, width);
   return {buf, width};
 }
 
@@ -370,8 +404,8 @@ void attend_gathered(const softmax_problem& p, const Mask& mask, const tile_rows
         const index_t keys = std::min({run.end, key_hi, j0 + ws.tile_keys - filled}) - j0;
         const tile_kind kind = mask.classify(qb, j0, j0 + keys);
         if (kind != tile_kind::empty) {
-          gather_rows(p.k, t.b, j0, keys, g, ws.kbuf, filled, ws.dk);
-          gather_rows(p.v, t.b, j0, keys, g, ws.vbuf, filled, ws.dvp);
+          gather_rows(p, p.k, t.b, j0, keys, g, ws.kbuf, filled, ws.dk);
+          gather_rows(p, p.v, t.b, j0, keys, g, ws.vbuf, filled, ws.dvp);
           pieces.push_back({j0, keys, kind});
           partial = partial || kind == tile_kind::partial;
           filled += keys;
@@ -467,15 +501,15 @@ void attend_tile(const softmax_problem& p, const Mask& mask, const Modifier& mod
           next_visited = n1 > n0 && mask.classify(nqb, n0, n1) != tile_kind::empty;
         }
         if (next_visited) {
-          prefetch_rows(p.k.row(t.b, n0, g), p.k.stride[1], n1 - n0, ws.dk * p.k.stride[3]);
-          prefetch_rows(p.v.row(t.b, n0, g), p.v.stride[1], n1 - n0, ws.dv * p.v.stride[3]);
+          prefetch_keys(p, p.k, t.b, n0, n1, g);
+          prefetch_keys(p, p.v, t.b, n0, n1, g);
         }
         if (kind == tile_kind::empty) continue;
         const query_block qb = block_of(kv);
         const index_t keys = j1 - j0;
         float* ok = o + kv * rows * ldo;  // (rows, ldo) this kv head's accumulator
 
-        const row_panel k = rows_of(p.k, t.b, j0, keys, g, ws.pack_k, ws.kbuf, ws.dk);
+        const row_panel k = rows_of(p, p.k, t.b, j0, keys, g, ws.pack_k, ws.kbuf, ws.dk);
         if (ws.by_rows)
           score_dot_tile<B>(k.data, k.stride, keys, ws.dk, ws.queries(kv), rows, ws.st, ldq);
         else
@@ -486,7 +520,7 @@ void attend_tile(const softmax_problem& p, const Mask& mask, const Modifier& mod
         if (kind == tile_kind::partial) mask_tile(mask, qb, t, j0, keys, ws.st, ldq);
         softmax_update<B>(ws.st, keys, ldq, ws.m(kv), ws.l(kv), ws.alpha(kv));
         rescale_rows<B>(ok, ldo, rows, ws.dvp, ws.alpha(kv));
-        const row_panel v = rows_of(p.v, t.b, j0, keys, g, ws.pack_v, ws.vbuf, ws.dvp);
+        const row_panel v = rows_of(p, p.v, t.b, j0, keys, g, ws.pack_v, ws.vbuf, ws.dvp);
         // A modifier may remove pairs (a -inf bias) on a full tile too.
         const tile_kind value_kind = std::is_same_v<Modifier, no_modifier> ? kind : tile_kind::partial;
         accumulate_values<B>(value_kind, ws.st, ldq, rows, v, keys, ws.dvp, ok, ldo);

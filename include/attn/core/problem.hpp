@@ -3,12 +3,30 @@
 #pragma once
 
 #include <array>
+#include <cstdint>
+#include <initializer_list>
 #include <string>
+#include <utility>
 
 #include "attn/core/tensor.hpp"
 #include "attn/core/validate.hpp"
 
 namespace attn::detail {
+
+// Where the rows of a paged K/V cache live (vLLM, FlashMLA): key j of
+// sequence b is row j % page_size of page table[b * table_stride + j /
+// page_size] of a pool of pages. Without a table the cache is contiguous.
+struct kv_pages {
+  const std::int32_t* table = nullptr;
+  index_t table_stride = 0;
+  index_t page_size = 0;
+
+  bool paged() const { return table != nullptr; }
+  // True when keys [j0, j0 + keys) lie in one page (always, unpaged).
+  bool contiguous(index_t j0, index_t keys) const {
+    return !paged() || keys <= 0 || j0 / page_size == (j0 + keys - 1) / page_size;
+  }
+};
 
 // The four views of an attention problem (DESIGN §1) and the extents every
 // variant reads from them; each variant's problem adds its own options.
@@ -17,6 +35,10 @@ struct attention_views {
   view4<const float> k;  // (B, Nk, Hkv, Dk)
   view4<const float> v;  // (B, Nk, Hkv, Dv)
   view4<float> out;      // (B, Nq, Hq, Dv)
+  // Paged k and v: their extents are the logical (B, Nk, Hkv, D) with Nk the
+  // table's capacity, stride[0] steps from page to page and stride[1] from
+  // row to row inside a page.
+  kv_pages pages{};
 
   index_t batch() const { return q.extent[0]; }
   index_t nq() const { return q.extent[1]; }
@@ -26,7 +48,27 @@ struct attention_views {
   index_t hkv() const { return k.extent[2]; }
   index_t dv() const { return v.extent[3]; }
   index_t group() const { return hq() / hkv(); }
+
+  // Key row j of sequence b and kv head g of k or v: contiguous, or through
+  // the page table. Rows [j, j + n) are evenly strided when no page boundary
+  // lies between (pages.contiguous).
+  const float* kv_row(const view4<const float>& x, index_t b, index_t j, index_t g) const {
+    if (!pages.paged()) return x.row(b, j, g);
+    const index_t page = pages.table[b * pages.table_stride + j / pages.page_size];
+    return x.data + page * x.stride[0] + (j % pages.page_size) * x.stride[1] + g * x.stride[2];
+  }
 };
+
+// Checks lse (B, Nq, H) when given: its shape, that it maps each element to
+// its own address, and that it overlaps none of `others` (out and the
+// inputs); throws attn::error naming the argument.
+inline void check_lse(view3<float> lse, const std::array<index_t, 3>& shape, const char* heads,
+                      std::initializer_list<std::pair<view4<const float>, const char*>> others) {
+  if (lse.empty()) return;
+  require_view(lse, "lse", dims({{"B", shape[0]}, {"Nq", shape[1]}, {heads, shape[2]}}), lse.extent == shape);
+  require_distinct(lse, "lse");
+  for (const auto& [view, name] : others) require_disjoint(lse, "lse", view, name);
+}
 
 // Checks the shapes of q, k, v and out against each other (GQA: Hkv divides
 // Hq), and that out maps each element to its own address and overlaps none

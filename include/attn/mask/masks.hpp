@@ -320,6 +320,46 @@ blocked_mask<M> blocked(const block_mask& blocks, M elements) {
   return {&blocks, std::move(elements)};
 }
 
+// Per-sequence key counts (a KV cache filled to a different length in each
+// sequence of a batch: FlashAttention's seqused_k, FlashMLA's cache_seqlens):
+// sequence b sees keys [0, lengths[b]); causal, query i sees keys
+// j <= i + lengths[b] - Nq (bottom-right aligned per sequence, so a query
+// before the sequence's first key sees nothing and gives out 0, lse -inf).
+// The lengths are held by pointer: keep them alive for the call.
+struct kv_length_mask {
+  const std::int32_t* lengths;  // (B), each in [0, Nk]
+  index_t nq;
+  bool causal = false;
+
+  // One past the last key query i of sequence b sees.
+  constexpr index_t end(index_t b, index_t i) const {
+    const index_t length = lengths[b];
+    return causal ? std::clamp<index_t>(i + length - nq + 1, 0, length) : length;
+  }
+  key_range keys(const query_block& qb) const { return {0, end(qb.b, qb.i_end - 1)}; }
+  tile_kind classify(const query_block& qb, index_t j0, index_t j1) const {
+    if (j0 >= end(qb.b, qb.i_end - 1)) return tile_kind::empty;
+    return j1 <= end(qb.b, qb.i_begin) ? tile_kind::full : tile_kind::partial;
+  }
+  constexpr bool allowed(index_t b, index_t, index_t i, index_t j) const { return j < end(b, i); }
+  // A partial tile (rows ordered position, head): each position's keys from
+  // its end on are removed, a key row of `heads` scores at a time.
+  void remove_pairs(const query_block& qb, index_t heads, index_t j0, index_t keys, float* st,
+                    index_t ldq) const {
+    for (index_t i = qb.i_begin; i < qb.i_end; ++i) {
+      const index_t first = std::clamp<index_t>(end(qb.b, i) - j0, 0, keys);
+      for (index_t j = first; j < keys; ++j)
+        std::fill_n(st + j * ldq + (i - qb.i_begin) * heads, heads, -std::numeric_limits<float>::infinity());
+    }
+  }
+  void check(const problem_shape& s) const {
+    for (index_t b = 0; b < s.batch; ++b)
+      detail::require(lengths[b] >= 0 && lengths[b] <= s.nk, "lengths",
+                      "each sequence's key count in [0, Nk = " + std::to_string(s.nk) + "]",
+                      "lengths[" + std::to_string(b) + "] = " + std::to_string(lengths[b]));
+  }
+};
+
 // Nk - Nq of a problem: the offset the built-in masks take.
 template <class Q, class K>
 constexpr index_t offset_of(const Q& q, const K& k) {

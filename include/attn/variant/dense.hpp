@@ -72,15 +72,7 @@ inline softmax_problem make_softmax_problem(view4<const float> q, view4<const fl
   const attention_views views = checked_views(q, k, v, out);
   const index_t b = views.batch(), nq = views.nq(), hq = views.hq(), dk = views.dk();
   const index_t nk = views.nk();
-  if (!lse.empty()) {
-    require_view(lse, "lse", dims({{"B", b}, {"Nq", nq}, {"Hq", hq}}),
-                 lse.extent == std::array<index_t, 3>{b, nq, hq});
-    require_distinct(lse, "lse");
-    require_disjoint(lse, "lse", out, "out");
-    require_disjoint(lse, "lse", q, "q");
-    require_disjoint(lse, "lse", k, "k");
-    require_disjoint(lse, "lse", v, "v");
-  }
+  check_lse(lse, {b, nq, hq}, "Hq", {{out, "out"}, {q, "q"}, {k, "k"}, {v, "v"}});
   if (opt.window) {
     const auto [left, right] = *opt.window;
     require(left >= -1 && right >= -1, "window", "{left, right} with each >= -1 (-1: unbounded)",
