@@ -12,6 +12,7 @@
 #include "attn/mask/score_mods.hpp"
 #include "attn/variant/block_sparse.hpp"
 #include "attn/variant/dense.hpp"
+#include "attn/variant/latent.hpp"
 #include "attn/variant/linear.hpp"
 #include "attn/variant/moba.hpp"
 #include "attn/variant/neighborhood.hpp"

@@ -1,0 +1,160 @@
+// SPDX-FileCopyrightText: 2026 The attn authors
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+
+#include "attn/backend/registry.hpp"
+#include "attn/core/executor.hpp"
+#include "attn/core/main_loop.hpp"
+#include "attn/core/problem.hpp"
+#include "attn/core/tensor.hpp"
+#include "attn/core/validate.hpp"
+#include "attn/mask/masks.hpp"
+
+// Latent attention (DeepSeek multi-head latent attention, absorbed form,
+// DESIGN §2). Every token is cached once as a row of Dc latent channels and
+// Dr rope channels, shared by all heads; each head's query was multiplied by
+// W_UK beforehand (attn/interop/eigen.hpp), so
+//
+//   out[b, i, h] = softmax_j(scale * q[b, i, h] . c[b, j]) c[b, j, :Dc]
+//
+// is multi-query attention whose keys are the cache rows and whose values are
+// their first Dc channels, read from the same memory. It runs on the core's
+// loop with a query tile of every head of a position (so one step reads the
+// cache once, and the tile's Q K^T and P V are GEMMs of H rows), over a
+// contiguous or paged cache with per-sequence lengths.
+namespace attn {
+
+struct latent_options {
+  // The model's softmax scale (required: the cache row's width is not the
+  // head dimension the model was trained with; DeepSeek-V3 uses
+  // 1 / sqrt(128 + 64) times its YaRN factor).
+  std::optional<float> scale;
+  index_t dc = 0;        // latent channels: values are the first dc of each cache row (required)
+  bool causal = false;   // chunked prefill / multi-token decode: key j <= i + length - Nq
+  // Keys of each sequence (B), each at most the cache's capacity; empty:
+  // every sequence has Nk keys. Required with a paged cache.
+  std::span<const std::int32_t> lengths;
+};
+
+// A paged latent cache (FlashMLA's layout): a pool of pages, each page_size
+// cache rows, and per sequence a row of the block table naming its pages in
+// order; key j of sequence b is row j % page_size of page
+// block_table(b, j / page_size). Pages may be shared and in any order.
+struct paged_cache {
+  view4<const float> pages;                        // (P, page_size, 1, Dc + Dr)
+  strided_view<const std::int32_t, 2> block_table;  // (B, max pages per sequence), unit inner stride
+};
+
+namespace detail {
+
+// Query rows per latent tile: every head of a position, and positions up to
+// this many rows (multi-token decode); more heads than this make one tile of
+// all heads.
+inline constexpr index_t latent_tile_rows = 128;
+
+// The checks every latent entry makes: q, out, lse and options against the
+// cache's storage (a contiguous cache or the page pool) and its extents.
+inline void check_latent(view4<const float> q, view4<const float> storage, const char* storage_name,
+                         index_t nk, view4<float> out, view3<float> lse, const latent_options& opt) {
+  const index_t b = q.extent[0], nq = q.extent[1], h = q.extent[2], d = q.extent[3];
+  require_view(q, "q", "(B, Nq, H, Dc + Dr) with H, Dc + Dr >= 1", h >= 1 && d >= 1);
+  require(opt.dc >= 1 && opt.dc <= d, "dc", "latent channels in [1, Dc + Dr = " + std::to_string(d) + "]",
+          opt.dc);
+  require(opt.scale.has_value(), "scale", "the model's softmax scale (e.g. 1/sqrt(192) for DeepSeek-V3)",
+          "none");
+  require(std::isfinite(*opt.scale), "scale", "a finite value", *opt.scale);
+  require_view(out, "out", dims({{"B", b}, {"Nq", nq}, {"H", h}, {"Dc", opt.dc}}),
+               out.extent == std::array<index_t, 4>{b, nq, h, opt.dc});
+  require_distinct(out, "out");
+  require_disjoint(out, "out", q, "q");
+  require_disjoint(out, "out", storage, storage_name);
+  check_lse(lse, {b, nq, h}, "H", {{out, "out"}, {q, "q"}, {storage, storage_name}});
+  if (!opt.lengths.empty()) {
+    require(static_cast<index_t>(opt.lengths.size()) == b, "lengths",
+            "one key count per sequence (B = " + std::to_string(b) + ")",
+            std::to_string(opt.lengths.size()) + " counts");
+    kv_length_mask{opt.lengths.data(), nq, opt.causal}.check(problem_shape{b, h, nq, nk});
+  }
+}
+
+// The problem of a latent call: keys are the cache rows, values the same
+// rows cut to Dc channels.
+inline softmax_problem latent_problem(view4<const float> q, view4<const float> cache, kv_pages pages,
+                                      view4<float> out, view3<float> lse, const latent_options& opt) {
+  view4<const float> values = cache;
+  values.extent[3] = opt.dc;
+  attention_views views{q, cache, values, out, pages};
+  const index_t rows = std::max(latent_tile_rows, q.extent[2]);
+  return softmax_problem{views, lse, *opt.scale, nullptr, rows};
+}
+
+template <class Backend, class Exec>
+void run_latent(const softmax_problem& p, const latent_options& opt, const Exec& exec) {
+  if (!opt.lengths.empty())
+    run_softmax<Backend>(p, kv_length_mask{opt.lengths.data(), p.nq(), opt.causal}, no_modifier{}, exec);
+  else if (opt.causal)
+    run_softmax<Backend>(p, causal_mask{p.nk() - p.nq()}, no_modifier{}, exec);
+  else
+    run_softmax<Backend>(p, no_mask{}, no_modifier{}, exec);
+}
+
+}  // namespace detail
+
+// Latent attention over a contiguous cache:
+//   q (B, Nq, H, Dc + Dr), cache (B, Nk, 1, Dc + Dr) -> out (B, Nq, H, Dc),
+//   lse (B, Nq, H) (natural log) when given.
+// Any strides; with opt.lengths, sequence b reads only its first lengths[b]
+// cache rows. Nq > 1 with causal is chunked prefill or multi-token decode.
+template <simd_backend Backend = default_backend, executor Exec = serial>
+void latent_attention(view4<const float> q, view4<const float> cache, view4<float> out, view3<float> lse,
+                      const latent_options& opt, const Exec& exec = {}) {
+  const index_t b = q.extent[0], d = q.extent[3];
+  detail::require_view(cache, "cache", detail::dims({{"B", b}, {"Nk", -1}, {"1", -1}, {"Dc + Dr", d}}),
+                       cache.extent[0] == b && cache.extent[2] == 1 && cache.extent[3] == d);
+  detail::check_latent(q, cache, "cache", cache.extent[1], out, lse, opt);
+  detail::run_latent<Backend>(detail::latent_problem(q, cache, {}, out, lse, opt), opt, exec);
+}
+
+// Latent attention over a paged cache (opt.lengths required): the same
+// computation as the contiguous call, whose cache is the one-page case.
+template <simd_backend Backend = default_backend, executor Exec = serial>
+void latent_attention(view4<const float> q, const paged_cache& cache, view4<float> out, view3<float> lse,
+                      const latent_options& opt, const Exec& exec = {}) {
+  const index_t b = q.extent[0], d = q.extent[3];
+  const view4<const float>& pool = cache.pages;
+  const auto& table = cache.block_table;
+  detail::require_view(pool, "pages", detail::dims({{"P", -1}, {"page_size", -1}, {"1", -1}, {"Dc + Dr", d}}) +
+                                          " with page_size >= 1",
+                       pool.extent[1] >= 1 && pool.extent[2] == 1 && pool.extent[3] == d);
+  detail::require_view(table, "block_table", detail::dims({{"B", b}, {"max_pages", -1}}) + " with unit inner stride",
+                       table.extent[0] == b && (table.extent[1] <= 1 || table.stride[1] == 1));
+  detail::require(!opt.lengths.empty() || b == 0, "lengths", "one key count per sequence with a paged cache",
+                  "none");
+  const index_t page_size = pool.extent[1];
+  detail::require(table.extent[1] <= INT64_MAX / page_size, "block_table",
+                  "a capacity max_pages x page_size that fits in 64 bits",
+                  std::to_string(table.extent[1]) + " pages of " + std::to_string(page_size));
+  const index_t capacity = table.extent[1] * page_size;
+  detail::check_latent(q, pool, "pages", capacity, out, lse, opt);
+  for (index_t s = 0; s < b; ++s)
+    for (index_t page = 0; page * page_size < opt.lengths[static_cast<std::size_t>(s)]; ++page) {
+      const std::int32_t at = table(s, page);
+      detail::require(at >= 0 && at < pool.extent[0], "block_table",
+                      "page indices in [0, P = " + std::to_string(pool.extent[0]) + ")",
+                      "block_table(" + std::to_string(s) + ", " + std::to_string(page) + ") = " + std::to_string(at));
+    }
+  // The logical (B, capacity, 1, D) cache: rows are found through the table.
+  const view4<const float> logical{pool.data, {b, capacity, 1, d}, pool.stride};
+  const detail::kv_pages pages{table.data, table.stride[0], page_size};
+  detail::run_latent<Backend>(detail::latent_problem(q, logical, pages, out, lse, opt), opt, exec);
+}
+
+}  // namespace attn
