@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "attn/attn.hpp"
+#include "reference/checks.hpp"
 #include "reference/random.hpp"
 
 namespace {
@@ -51,25 +52,8 @@ struct problem {
   }
 };
 
-// The call throws attn::error whose message contains every one of `parts`.
-::testing::AssertionResult throws_naming(const std::function<void()>& call,
-                                         std::initializer_list<std::string> parts) {
-  try {
-    call();
-  } catch (const attn::error& e) {
-    const std::string what = e.what();
-    for (const std::string& p : parts)
-      if (what.find(p) == std::string::npos)
-        return ::testing::AssertionFailure() << "message \"" << what << "\" lacks \"" << p << "\"";
-    return ::testing::AssertionSuccess() << what;
-  } catch (const std::exception& e) {
-    return ::testing::AssertionFailure() << "threw a non-attn exception: " << e.what();
-  }
-  return ::testing::AssertionFailure() << "did not throw";
-}
-
 void expect_rejected(const problem& p, std::initializer_list<std::string> parts) {
-  EXPECT_TRUE(throws_naming([&] { p.call(); }, parts));
+  EXPECT_TRUE(ref::throws_naming([&] { p.call(); }, parts));
   EXPECT_TRUE(p.outputs_untouched()) << "out/lse written before the argument check failed";
 }
 
@@ -205,21 +189,21 @@ TEST(DenseErrors, OutputAliasesAnInput) {
     std::vector<float> shared(p.q.storage.size(), sentinel);
     p.qv.data = shared.data();
     p.ov = attn::bshd(shared.data() + 1, 2, 5, 4, 12);
-    EXPECT_TRUE(throws_naming([&] { p.call(); }, {"out", "disjoint from q", "overlapping"}));
+    EXPECT_TRUE(ref::throws_naming([&] { p.call(); }, {"out", "disjoint from q", "overlapping"}));
     for (float x : shared) ASSERT_EQ(x, sentinel) << "written before the check failed";
   }
   {
     problem p;  // out on k's memory
     p.ov = attn::bshd(const_cast<float*>(p.k.storage.data()), 2, 5, 4, 12);
     const std::vector<float> before = p.k.storage;
-    EXPECT_TRUE(throws_naming([&] { p.call(); }, {"out", "disjoint from k"}));
+    EXPECT_TRUE(ref::throws_naming([&] { p.call(); }, {"out", "disjoint from k"}));
     EXPECT_EQ(p.k.storage, before);
   }
   {
     problem p;  // out on v's memory
     p.ov = attn::bshd(const_cast<float*>(p.v.storage.data()), 2, 5, 4, 12);
     const std::vector<float> before = p.v.storage;
-    EXPECT_TRUE(throws_naming([&] { p.call(); }, {"out", "disjoint from v"}));
+    EXPECT_TRUE(ref::throws_naming([&] { p.call(); }, {"out", "disjoint from v"}));
     EXPECT_EQ(p.v.storage, before);
   }
   {
@@ -231,7 +215,7 @@ TEST(DenseErrors, OutputAliasesAnInput) {
     problem p;  // lse on q's memory
     p.lv = attn::bsh(const_cast<float*>(p.q.storage.data()), 2, 5, 4);
     const std::vector<float> before = p.q.storage;
-    EXPECT_TRUE(throws_naming([&] { p.call(); }, {"lse", "disjoint from q"}));
+    EXPECT_TRUE(ref::throws_naming([&] { p.call(); }, {"lse", "disjoint from q"}));
     EXPECT_EQ(p.q.storage, before);
   }
 }

@@ -4,6 +4,9 @@
 
 #include <cmath>
 #include <cstring>
+#include <exception>
+#include <functional>
+#include <initializer_list>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -139,6 +142,23 @@ inline ::testing::AssertionResult within_contract(view4<const float> out, view3<
   const accuracy a = measure(out, lse, ref, tol);
   if (a.problems.empty()) return ::testing::AssertionSuccess() << a.summary();
   return ::testing::AssertionFailure() << a.summary();
+}
+
+// The call throws attn::error whose message contains every one of `parts`.
+inline ::testing::AssertionResult throws_naming(const std::function<void()>& call,
+                                         std::initializer_list<std::string> parts) {
+  try {
+    call();
+  } catch (const attn::error& e) {
+    const std::string what = e.what();
+    for (const std::string& p : parts)
+      if (what.find(p) == std::string::npos)
+        return ::testing::AssertionFailure() << "message \"" << what << "\" lacks \"" << p << "\"";
+    return ::testing::AssertionSuccess() << what;
+  } catch (const std::exception& e) {
+    return ::testing::AssertionFailure() << "threw a non-attn exception: " << e.what();
+  }
+  return ::testing::AssertionFailure() << "did not throw";
 }
 
 // The attn::error message f() throws, or "" when it returns normally.
