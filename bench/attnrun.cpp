@@ -17,6 +17,8 @@
 //   attnrun --variant linear --q Q.npy --k K.npy --v V.npy --out O.npy
 //           [--feature identity|elu1|relu] [--normalize] [--causal]
 //           [--decay D.npy] [--scale F] [--threads N] [--repeat N]
+//   attnrun --variant latent --q Q.npy --k CACHE.npy --out O.npy --dv DC
+//           --scale F [--lse L.npy] [--causal] [--threads N] [--repeat N]
 //
 // Every input is read and every result computed before anything is written;
 // the outputs are staged as temporary files and renamed into place together,
@@ -68,6 +70,8 @@ constexpr std::string_view usage_text =
        attnrun --variant linear --q Q.npy --k K.npy --v V.npy --out O.npy
                [--feature identity|elu1|relu] [--normalize] [--causal]
                [--decay D.npy] [--scale F] [--threads N] [--repeat N]
+       attnrun --variant latent --q Q.npy --k CACHE.npy --out O.npy --dv DC
+               --scale F [--lse L.npy] [--causal] [--threads N] [--repeat N]
 
 Runs attention on .npy files (float32 little-endian, C order):
   q (B, Nq, Hq, Dk), k (B, Nk, Hkv, Dk), v (B, Nk, Hkv, Dv)
@@ -77,12 +81,12 @@ Neighborhood attention runs on a grid of rank R = 1..3 (the number of values
 of --kernel): q (B, X[, Y[, Z]], Hq, Dk), k and v (B, X[, Y[, Z]], Hkv, Dk|Dv)
 -> out (B, X[, Y[, Z]], Hq, Dv), lse (B, X[, Y[, Z]], Hq).
 
-  --variant NAME  softmax, neighborhood, block_sparse or linear (latent is not
-                  implemented yet)
-  --q/--k/--v F   input tensors
+  --variant NAME  softmax, neighborhood, block_sparse, linear or latent
+  --q/--k/--v F   input tensors (latent: --q and --k only)
   --out F         output tensor, written only when the run succeeds
   --lse F         also write the log-sum-exp of every row (not linear)
-  --scale F       score scale (default 1/sqrt(Dk); linear: 1)
+  --scale F       score scale (default 1/sqrt(Dk); linear: 1; latent: no
+                  default, required)
   --threads N     OpenMP threads (default: all cores)
   --repeat N      time N runs after a warm-up and print one JSON line,
                   {"median_s": ..., "gflops": ...}, on stdout; GFLOP/s count
@@ -145,6 +149,21 @@ log-sum-exp): out_i = sum_j w_ij s_ij v_j, s_ij = F * phi(q_i) . phi(k_j)
   read), plus with --causal 2 * (Df + Dv) per allowed pair inside each chunk
   of keys (bench/flops.hpp, linear_flops).
 
+latent (DeepSeek multi-head latent attention, absorbed form; DESIGN.md §2):
+every token is one cache row of Dc latent and Dr rope channels, shared by all
+heads; the values are the first Dc channels of the same rows, so there is no
+--v:
+  q (B, Nq, H, Dc+Dr) (already multiplied by W_UK), --k the cache
+  (B, Nk, 1, Dc+Dr) -> out (B, Nq, H, Dc), lse (B, Nq, H).
+  --dv DC         the latent channels Dc, 1 <= DC <= Dc+Dr (required)
+  --scale F       the model's softmax scale (required: the cache row width
+                  Dc+Dr is not the head dimension the model was trained with;
+                  DeepSeek-V3: 1/sqrt(128 + 64) = 0.0721688 times its YaRN
+                  factor)
+  --causal        key j allowed iff j <= i + Nk - Nq (chunked prefill,
+                  multi-token decode)
+  --repeat counts 2 * ((Dc+Dr) + Dc) FLOPs per allowed pair and head.
+
 Flags may be written "--flag value" or "--flag=value"; a flag of another
 variant is refused. On error attnrun prints one line on stderr, writes no
 output file and exits 1 (bad input) or 2 (bad command line).
@@ -158,7 +177,7 @@ class usage_error : public std::runtime_error {
 
 // Flags of DESIGN §4, each with the variants it applies to. A flag given
 // with a variant it does not apply to is refused (no flag is silently
-// ignored); the variants not implemented yet are refused before their flags.
+// ignored).
 struct flag_info {
   bool takes_value;
   std::string_view variants;  // comma-separated, or "*" for every variant
@@ -169,13 +188,13 @@ const std::map<std::string, flag_info, std::less<>>& flag_table() {
       {"--variant", {true, "*"}},
       {"--q", {true, "*"}},
       {"--k", {true, "*"}},
-      {"--v", {true, "softmax,neighborhood,block_sparse,linear"}},
+      {"--v", {true, "softmax,neighborhood,block_sparse,linear"}},  // latent: values from --k
       {"--out", {true, "*"}},
       {"--lse", {true, "softmax,neighborhood,block_sparse,latent"}},
       {"--scale", {true, "softmax,neighborhood,block_sparse,linear,latent"}},
       {"--threads", {true, "*"}},
       {"--repeat", {true, "*"}},
-      {"--causal", {false, "softmax,block_sparse,linear"}},
+      {"--causal", {false, "softmax,block_sparse,linear,latent"}},
       {"--sinks", {true, "softmax"}},
       {"--window", {true, "softmax"}},
       {"--sink-tokens", {true, "softmax"}},
@@ -210,8 +229,7 @@ bool applies_to(const flag_info& flag, std::string_view variant) {
 }
 
 constexpr std::string_view variants_implemented[] = {"softmax", "neighborhood", "block_sparse",
-                                                     "linear"};
-constexpr std::string_view variants_planned[] = {"latent"};
+                                                     "linear", "latent"};
 
 // The command line, parsed: flag -> value ("" for a boolean flag).
 class arguments {
@@ -429,12 +447,9 @@ std::string checked_variant(const arguments& args) {
   const std::string variant = args.required("--variant");
   bool implemented = false;
   for (std::string_view v : variants_implemented) implemented = implemented || variant == v;
-  if (!implemented) {
-    for (std::string_view v : variants_planned)
-      if (variant == v) throw usage_error("--variant " + variant + " is not implemented yet");
+  if (!implemented)
     throw usage_error("--variant " + variant +
                       ": expected one of softmax, neighborhood, block_sparse, linear, latent");
-  }
   for (const std::string& flag : args.order()) {
     const flag_info& info = flag_table().find(flag)->second;
     if (applies_to(info, variant)) continue;
@@ -447,25 +462,27 @@ std::string checked_variant(const arguments& args) {
       message += "; neighborhood is causal per dimension with --causal-dims";
     if (flag == "--lse" && variant == "linear")
       message += "; linear attention has no softmax, hence no log-sum-exp";
+    if (flag == "--v" && variant == "latent")
+      message += "; latent reads its values from --k (the first --dv channels of each cache row)";
     throw usage_error(message);
   }
   return variant;
 }
 
-// The flags every variant takes.
+// The flags every variant takes (latent: all but --v).
 struct common_flags {
-  std::string q, k, v, out;
+  std::string q, k, v, out;  // v: empty for latent
   std::optional<std::string> lse;
   std::optional<float> scale;
   int threads = 0;  // 0: all cores
   int repeat = 0;   // 0: no timing
 };
 
-common_flags parse_common(const arguments& args) {
+common_flags parse_common(const arguments& args, bool with_v = true) {
   common_flags c;
   c.q = args.required("--q");
   c.k = args.required("--k");
-  c.v = args.required("--v");
+  if (with_v) c.v = args.required("--v");
   c.out = args.required("--out");
   c.lse = args.get("--lse");
   if (auto s = args.get("--scale")) c.scale = parse_float("--scale", *s);
@@ -948,6 +965,74 @@ int run_linear(const common_flags& c, const linear_flags& f) {
   return 0;
 }
 
+// --dv and --scale of --variant latent, both required.
+struct latent_flags {
+  int dc = 0;  // latent channels: values are the first dc of each cache row
+  float scale = 0;
+  bool causal = false;
+};
+
+latent_flags parse_latent(const arguments& args) {
+  latent_flags f;
+  const std::optional<std::string> dc = args.get("--dv");
+  if (!dc)
+    throw usage_error(
+        "--variant latent needs --dv DC, the latent channels: the values are the first DC "
+        "channels of each cache row of --k");
+  f.dc = parse_positive_int("--dv", *dc);
+  const std::optional<std::string> scale = args.get("--scale");
+  if (!scale)
+    throw usage_error(
+        "--variant latent needs --scale F, the model's softmax scale (e.g. 1/sqrt(192) = "
+        "0.0721688 for DeepSeek-V3): the cache row width Dc+Dr is not the head dimension, so "
+        "there is no default");
+  f.scale = parse_float("--scale", *scale);
+  f.causal = args.has("--causal");
+  return f;
+}
+
+// Latent attention over a contiguous cache: q (B, Nq, H, Dc+Dr) and the
+// cache (B, Nk, 1, Dc+Dr) of --k -> out (B, Nq, H, Dc). The cache's shape and
+// --dv are checked here so that the messages name the flags and the file
+// (the library checks them again, and q, out and lse).
+int run_latent(const common_flags& c, const latent_flags& f) {
+  const input q = read_input("--q", c.q, 4, "(B, Nq, H, Dc+Dr)");
+  const input cache = read_input("--k", c.k, 4, "(B, Nk, 1, Dc+Dr), the latent cache");
+  const std::int64_t batch = q.shape[0], nq = q.shape[1], heads = q.shape[2], width = q.shape[3];
+  const std::int64_t nk = cache.shape[1];
+  if (cache.shape[0] != batch || cache.shape[2] != 1 || cache.shape[3] != width)
+    throw std::runtime_error("--k " + c.k + ": expected the latent cache (B, Nk, 1, Dc+Dr) = (" +
+                             std::to_string(batch) + ", Nk, 1, " + std::to_string(width) +
+                             ") to match --q, one row per token shared by every head, got " +
+                             attn::npy::shape_string(cache.shape));
+  if (f.dc > width)
+    throw std::runtime_error("--dv " + std::to_string(f.dc) + ": expected at most Dc+Dr = " +
+                             std::to_string(width) + ", the row width of --k " + c.k);
+
+  attn::latent_options opt;
+  opt.scale = f.scale;
+  opt.dc = f.dc;
+  opt.causal = f.causal;
+
+  outputs result({batch, nq, heads, f.dc}, c.lse.has_value(), heads >= 1 && width >= 1);
+  const attn::view4<float> out_view = attn::bshd(result.out.data(), batch, nq, heads, f.dc);
+  const attn::view3<float> lse_view =
+      c.lse ? attn::bsh(result.lse.data(), batch, nq, heads) : attn::view3<float>{};
+
+  const attn::openmp exec{c.threads};
+  const std::optional<double> median_s = run_and_time(
+      [&] {
+        attn::latent_attention<attn::default_backend>(view_of(q), view_of(cache), out_view,
+                                                      lse_view, opt, exec);
+      },
+      c.repeat);
+  result.write(c);
+  if (median_s)
+    print_timing(*median_s,
+                 attn::bench::attention_flops(batch, nq, nk, heads, width, f.dc, f.causal));
+  return 0;
+}
+
 int run(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
@@ -977,6 +1062,10 @@ int run(int argc, char** argv) {
   if (variant == "linear") {
     const linear_flags f = parse_linear(args);
     return run_linear(parse_common(args), f);
+  }
+  if (variant == "latent") {
+    const latent_flags f = parse_latent(args);
+    return run_latent(parse_common(args, /*with_v=*/false), f);
   }
   return run_softmax(args, parse_common(args));
 }

@@ -3,10 +3,10 @@
 
 // Tests of bench/npy.hpp (the .npy reader and writer) and of the attnrun
 // command line (DESIGN.md §4): correct results of --variant softmax,
-// --variant neighborhood, --variant block_sparse (layouts and MoBA) and
-// --variant linear against fp64 oracles, the --repeat JSON line, and
-// for every kind of bad input a non-zero exit, one line on stderr naming the
-// problem, and no output file.
+// --variant neighborhood, --variant block_sparse (layouts and MoBA),
+// --variant linear and --variant latent against fp64 oracles, the --repeat
+// JSON line, and for every kind of bad input a non-zero exit, one line on
+// stderr naming the problem, and no output file.
 
 #ifndef ATTNRUN_PATH
 #error "ATTNRUN_PATH must be defined as the path of the built attnrun binary"
@@ -717,7 +717,7 @@ TEST_F(AttnrunTest, HelpPrintsUsage) {
        {"--variant", "--window",    "--softcap", "--alibi",       "--bias",       "--doc",
         "--kernel",  "--dilation",  "--stride",  "--causal-dims", "neighborhood", "block_sparse",
         "--block",   "--layout",    "--topk",    "MoBA",          "linear",       "--feature",
-        "elu1",      "--normalize", "--decay"})
+        "elu1",      "--normalize", "--decay",   "latent",        "--dv",         "CACHE.npy"})
     EXPECT_TRUE(contains_nocase(r.out, flag)) << flag << " is missing from: " << r.out;
   EXPECT_EQ(r.err, "");
 }
@@ -845,16 +845,10 @@ TEST_F(AttnrunBadInput, MissingValuesAndFlags) {
   expect_failure(softmax_args({"--q", path("q.npy").string()}), "more than once", exit_usage);
 }
 
-TEST_F(AttnrunBadInput, VariantsNotImplementedYet) {
-  for (const char* variant : {"latent"}) {
-    std::vector<std::string> args = softmax_args();
-    args[1] = variant;
-    expect_failure(args, std::string("--variant ") + variant + " is not implemented yet",
-                   exit_usage);
-  }
+TEST_F(AttnrunBadInput, UnknownVariant) {
   std::vector<std::string> args = softmax_args();
   args[1] = "flash";
-  expect_failure(args, "--variant flash", exit_usage);
+  expect_failure_mentioning(args, {"--variant flash", "linear, latent"}, exit_usage);
 }
 
 TEST_F(AttnrunBadInput, FlagsOfOtherVariantsAreRefused) {
@@ -2272,6 +2266,345 @@ TEST_F(AttnrunLinearBadInput, FlagsOfOtherVariantsAreRefused) {
   }
   expect_failure_mentioning(linear_args({"--kernel", "7,7", "--causal"}),
                             {"--kernel", "only to neighborhood"}, exit_usage);
+}
+
+}  // namespace
+
+namespace {
+
+// --variant latent (DESIGN §2 and §4): DeepSeek MLA in absorbed form, one
+// cache row (Dc + Dr) per token shared by every head, the values its first
+// Dc channels. Decode (Nq = 1) and multi-token causal (Nq = 4) with 16 heads,
+// DeepSeek-V3's Dc = 512, Dr = 64 and small widths, against the fp64 softmax
+// oracle whose k is the cache and v the same cache cut to Dc channels; the
+// --repeat FLOP count; and bad command lines and inputs.
+
+using attn::index_t;
+
+// q (B, Nq, H, D) and the cache (B, Nk, 1, D) in C order, normal random.
+struct latent_problem {
+  std::int64_t b, nq, nk, h, d, dc;
+  std::vector<float> q, cache;
+
+  latent_problem(std::int64_t b_, std::int64_t nq_, std::int64_t nk_, std::int64_t h_,
+                 std::int64_t d_, std::int64_t dc_, unsigned seed)
+      : b(b_),
+        nq(nq_),
+        nk(nk_),
+        h(h_),
+        d(d_),
+        dc(dc_),
+        q(static_cast<std::size_t>(b * nq * h * d)),
+        cache(static_cast<std::size_t>(b * nk * d)) {
+    std::mt19937 gen(seed);
+    std::normal_distribution<float> normal;
+    for (auto* t : {&q, &cache})
+      for (float& x : *t) x = normal(gen);
+  }
+  std::vector<std::int64_t> q_shape() const { return {b, nq, h, d}; }
+  std::vector<std::int64_t> cache_shape() const { return {b, nk, 1, d}; }
+};
+
+// The fp64 oracle: MQA with k = the cache and v = the same memory, Dc wide.
+attn::ref::softmax_result latent_oracle(const latent_problem& p, float scale, bool causal) {
+  const attn::view4<const float> cache = attn::bshd<const float>(p.cache.data(), p.b, p.nk, 1, p.d);
+  attn::view4<const float> values = cache;
+  values.extent[3] = p.dc;
+  attn::softmax_options opt;
+  opt.scale = scale;
+  opt.causal = causal;
+  return attn::ref::softmax_attention(attn::bshd<const float>(p.q.data(), p.b, p.nq, p.h, p.d),
+                                      cache, values, opt);
+}
+
+// DeepSeek-V3's 1/sqrt(128 + 64), as written on the command line.
+constexpr const char* deepseek_scale = "0.0721687836";
+
+class AttnrunLatent : public AttnrunTest {
+ protected:
+  void write_latent(const latent_problem& p) const {
+    npy::write_f32(path("q.npy"), p.q_shape(), p.q);
+    npy::write_f32(path("cache.npy"), p.cache_shape(), p.cache);
+  }
+
+  // --variant latent with q/cache/out/lse in the test directory, --dv and
+  // --scale, then `extra`.
+  std::vector<std::string> latent_args(std::int64_t dc, const std::string& scale,
+                                       const std::vector<std::string>& extra = {}) const {
+    std::vector<std::string> args = {"--variant", "latent",
+                                     "--q",       path("q.npy").string(),
+                                     "--k",       path("cache.npy").string(),
+                                     "--out",     path("out.npy").string(),
+                                     "--lse",     path("lse.npy").string(),
+                                     "--dv",      std::to_string(dc),
+                                     "--scale",   scale};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+  }
+
+  // Runs attnrun with `args` and checks out (and lse unless `without_lse`)
+  // against the oracle (DESIGN §1 accuracy). Returns the oracle.
+  attn::ref::softmax_result expect_matches(const latent_problem& p,
+                                           const std::vector<std::string>& args, float scale,
+                                           bool causal, bool without_lse = false) const {
+    const attn::ref::softmax_result want = latent_oracle(p, scale, causal);
+    const run_result r = run(args);
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.err, "");
+    if (r.code != 0) return want;
+    const npy::array out = npy::read(path("out.npy"));
+    EXPECT_EQ(out.shape, (std::vector<std::int64_t>{p.b, p.nq, p.h, p.dc}));
+    EXPECT_GT(want.max_abs_v, 0.0);
+    if (out.floats().size() != want.out.size()) {
+      ADD_FAILURE() << "out of the wrong size";
+      return want;
+    }
+    EXPECT_LE(relative_frobenius(out.floats(), want.out), 1e-5);
+    for (std::size_t i = 0; i < want.out.size(); ++i)
+      EXPECT_NEAR(out.floats()[i], want.out[i], 1e-4 * want.max_abs_v) << "out element " << i;
+    if (without_lse) {
+      EXPECT_FALSE(fs::exists(path("lse.npy")));
+      return want;
+    }
+    const npy::array lse = npy::read(path("lse.npy"));
+    EXPECT_EQ(lse.shape, (std::vector<std::int64_t>{p.b, p.nq, p.h}));
+    if (lse.floats().size() != want.lse.size()) {
+      ADD_FAILURE() << "lse of the wrong size";
+      return want;
+    }
+    for (std::size_t i = 0; i < want.lse.size(); ++i) {
+      const double got = lse.floats()[i], ref = want.lse[i];
+      if (std::isinf(ref)) {
+        EXPECT_EQ(got, ref) << "lse row " << i;
+      } else {
+        EXPECT_NEAR(got, ref, 1e-5 * (1 + std::abs(ref))) << "lse row " << i;
+      }
+    }
+    return want;
+  }
+};
+
+TEST_F(AttnrunLatent, DeepSeekShardDecodeAndMultiTokenMatchTheOracle) {
+  // One tensor-parallel shard of DeepSeek-V3: 16 heads, Dc = 512, Dr = 64,
+  // more keys than one tile; Nq = 4 is multi-token decode (causal).
+  const float scale = std::stof(deepseek_scale);
+  for (const std::int64_t nq : {1, 4})
+    for (const bool causal : {false, true}) {
+      SCOPED_TRACE(testing::Message() << "Nq " << nq << (causal ? ", causal" : ""));
+      const latent_problem p(2, nq, 300, 16, 576, 512, 90 + static_cast<unsigned>(nq));
+      write_latent(p);
+      std::vector<std::string> extra;
+      if (causal) extra.push_back("--causal");
+      expect_matches(p, latent_args(512, deepseek_scale, extra), scale, causal);
+    }
+}
+
+TEST_F(AttnrunLatent, SmallWidthsMatchTheOracle) {
+  // 16 heads, Dc = 64, Dr = 8; Nq in {1, 4}, causal and not; a scale of 1
+  // makes the softmax peaked.
+  for (const std::int64_t nq : {1, 4})
+    for (const bool causal : {false, true})
+      for (const char* scale : {deepseek_scale, "1"}) {
+        SCOPED_TRACE(testing::Message()
+                     << "Nq " << nq << (causal ? ", causal" : "") << ", scale " << scale);
+        const latent_problem p(3, nq, 37, 16, 72, 64, 100 + static_cast<unsigned>(nq));
+        write_latent(p);
+        std::vector<std::string> extra;
+        if (causal) extra.push_back("--causal");
+        expect_matches(p, latent_args(64, scale, extra), std::stof(scale), causal);
+      }
+}
+
+TEST_F(AttnrunLatent, CausalWithMoreQueriesThanKeysHasEmptyRows) {
+  // off = Nk - Nq = -2: queries 0 and 1 see no key (out 0, lse -inf).
+  const latent_problem p(1, 4, 2, 16, 24, 16, 110);
+  write_latent(p);
+  const attn::ref::softmax_result want = expect_matches(
+      p, latent_args(16, deepseek_scale, {"--causal"}), std::stof(deepseek_scale), true);
+  const std::vector<float> out = npy::read(path("out.npy")).floats();
+  const std::vector<float> lse = npy::read(path("lse.npy")).floats();
+  ASSERT_EQ(out.size(), static_cast<std::size_t>(4 * 16 * 16));
+  for (std::size_t e = 0; e < static_cast<std::size_t>(2 * 16 * 16); ++e)
+    EXPECT_EQ(out[e], 0.0f) << "a row with no key is 0";
+  for (std::size_t row = 0; row < 2 * 16; ++row)
+    EXPECT_EQ(lse[row], -std::numeric_limits<float>::infinity()) << "lse row " << row;
+  EXPECT_EQ(want.keys[2 * 16], 1);
+}
+
+TEST_F(AttnrunLatent, EveryChannelAsValueAndOneHead) {
+  // --dv = Dc + Dr (no rope channels: plain MQA with v = k), and H = 1.
+  const latent_problem p(1, 3, 20, 1, 32, 32, 120);
+  write_latent(p);
+  expect_matches(p, latent_args(32, "0.2"), 0.2f, false);
+  latent_problem one_value = p;  // the same files, a single value channel
+  one_value.dc = 1;
+  expect_matches(one_value, latent_args(1, "0.2", {"--causal"}), 0.2f, true);
+}
+
+TEST_F(AttnrunLatent, OutWithoutLseThreadsAndEqualsSyntax) {
+  const latent_problem p(2, 4, 50, 16, 72, 64, 130);
+  write_latent(p);
+  write_bytes(path("out.npy"), "stale");
+  const std::vector<std::string> args = {"--variant=latent",
+                                         "--q=" + path("q.npy").string(),
+                                         "--k=" + path("cache.npy").string(),
+                                         "--out=" + path("out.npy").string(),
+                                         "--dv=64",
+                                         "--scale=0.125",
+                                         "--causal"};
+  for (const char* threads : {"1", "3"}) {
+    SCOPED_TRACE(threads);
+    std::vector<std::string> with_threads = args;
+    with_threads.push_back(std::string("--threads=") + threads);
+    expect_matches(p, with_threads, 0.125f, true, /*without_lse=*/true);
+  }
+}
+
+TEST_F(AttnrunLatent, RepeatPrintsOneJsonLineWithTheLatentFlops) {
+  // gflops x median_s = allowed pairs x 2 x ((Dc + Dr) + Dc) x H x B
+  // (bench/flops.hpp attention_flops with Dk = Dc + Dr, Dv = Dc).
+  for (const bool causal : {false, true}) {
+    SCOPED_TRACE(causal ? "causal" : "not causal");
+    const latent_problem p(2, 4, 37, 16, 72, 64, 140);
+    write_latent(p);
+    std::vector<std::string> extra = {"--repeat", "3"};
+    if (causal) extra.push_back("--causal");
+    const run_result r = run(latent_args(64, deepseek_scale, extra));
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.err, "");
+    ASSERT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
+    const std::optional<double> flops = reported_flops(r);
+    ASSERT_TRUE(flops) << r.out;
+    const attn::ref::softmax_result want = latent_oracle(p, std::stof(deepseek_scale), causal);
+    const double pairs = pairs_of(want);  // summed over batch, queries and heads
+    EXPECT_EQ(pairs, causal ? 2.0 * 16 * (34 + 35 + 36 + 37) : 2.0 * 16 * 4 * 37);
+    const double expected = pairs * 2 * (72 + 64);
+    EXPECT_NEAR(*flops, expected, 1e-6 * expected);
+    // The outputs are still written, and correct.
+    EXPECT_LE(relative_frobenius(npy::read(path("out.npy")).floats(), want.out), 1e-5);
+    EXPECT_TRUE(fs::exists(path("lse.npy")));
+  }
+}
+
+// --- bad latent command lines and inputs
+
+class AttnrunLatentBadInput : public AttnrunLatent {
+ protected:
+  // A valid problem: 4 heads, Dc = 16, Dr = 8. Each test breaks one thing.
+  void SetUp() override {
+    AttnrunLatent::SetUp();
+    write_latent(latent_problem(1, 2, 12, 4, 24, 16, 150));
+  }
+  std::vector<std::string> valid_args(const std::vector<std::string>& extra = {}) const {
+    return latent_args(16, deepseek_scale, extra);
+  }
+  // The valid arguments without `flag` and its value.
+  std::vector<std::string> without(const std::string& flag) const {
+    std::vector<std::string> args = valid_args();
+    const auto at = std::find(args.begin(), args.end(), flag);
+    EXPECT_NE(at, args.end());
+    args.erase(at, at + 2);
+    return args;
+  }
+};
+
+TEST_F(AttnrunLatentBadInput, TheFixtureRuns) {
+  EXPECT_EQ(run(valid_args({"--causal"})).code, 0);
+  EXPECT_TRUE(fs::exists(path("out.npy")));
+  EXPECT_TRUE(fs::exists(path("lse.npy")));
+}
+
+TEST_F(AttnrunLatentBadInput, DvIsRequired) {
+  expect_failure_mentioning(without("--dv"), {"--variant latent needs --dv", "first DC channels"},
+                            exit_usage);
+  // Checked before any file is read.
+  std::vector<std::string> args = without("--dv");
+  args[3] = path("missing.npy").string();
+  expect_failure(args, "--dv", exit_usage);
+}
+
+TEST_F(AttnrunLatentBadInput, DvOutOfRange) {
+  // --dv > Dc + Dr = 24: a mismatch between the flag and the cache file.
+  for (const std::int64_t dc : {25, 1000})
+    expect_failure_mentioning(latent_args(dc, deepseek_scale),
+                              {"--dv " + std::to_string(dc), "at most Dc+Dr = 24", "cache.npy"},
+                              exit_failure);
+  for (const char* bad : {"0", "-1", "1.5", "abc", "99999999999999999999"}) {
+    std::vector<std::string> args = valid_args();
+    args[11] = bad;
+    expect_failure_mentioning(args, {"--dv", "a positive integer", bad}, exit_usage);
+  }
+}
+
+TEST_F(AttnrunLatentBadInput, VIsRefused) {
+  npy::write_f32(path("v.npy"), std::vector<std::int64_t>{1, 12, 1, 16},
+                 std::vector<float>(12 * 16));
+  expect_failure_mentioning(valid_args({"--v", path("v.npy").string()}),
+                            {"--v does not apply to --variant latent", "values from --k", "--dv"},
+                            exit_usage);
+}
+
+TEST_F(AttnrunLatentBadInput, ScaleIsRequired) {
+  // No default: the cache row width is not the model's head dimension.
+  expect_failure_mentioning(
+      without("--scale"),
+      {"--variant latent needs --scale", "model's softmax scale", "head dimension"}, exit_usage);
+  for (const char* bad : {"abc", "nan", "inf"}) {
+    std::vector<std::string> args = valid_args();
+    args[13] = bad;
+    expect_failure(args, "--scale", exit_usage);
+  }
+}
+
+TEST_F(AttnrunLatentBadInput, CacheMustHaveOneHeadAndTheRowsOfQ) {
+  const auto write_cache = [&](std::vector<std::int64_t> shape) {
+    std::int64_t count = 1;
+    for (const std::int64_t e : shape) count *= e;
+    npy::write_f32(path("cache.npy"), shape, std::vector<float>(static_cast<std::size_t>(count)));
+  };
+  write_cache({1, 12, 2, 24});  // two heads: a cache is shared by every head
+  expect_failure_mentioning(
+      valid_args(), {"--k", "cache.npy", "(1, Nk, 1, 24)", "got (1, 12, 2, 24)"}, exit_failure);
+  write_cache({1, 12, 1, 20});  // row width != q's Dc + Dr
+  expect_failure_mentioning(valid_args(), {"--k", "(1, Nk, 1, 24)", "got (1, 12, 1, 20)"},
+                            exit_failure);
+  write_cache({2, 12, 1, 24});  // batch != q's
+  expect_failure_mentioning(valid_args(), {"--k", "(1, Nk, 1, 24)", "got (2, 12, 1, 24)"},
+                            exit_failure);
+  write_cache({12, 24});
+  expect_failure_mentioning(valid_args(), {"--k", "rank 4", "latent cache"}, exit_failure);
+  fs::remove(path("cache.npy"));
+  expect_failure_mentioning(valid_args(), {"--k", "cache.npy"}, exit_failure);
+}
+
+TEST_F(AttnrunLatentBadInput, QIsChecked) {
+  npy::write_f32(path("q.npy"), std::vector<std::int64_t>{2, 96}, std::vector<float>(192));
+  expect_failure_mentioning(valid_args(), {"--q", "rank"}, exit_failure);
+  write_npy(path("q.npy"), {1, 2, 4, 24}, "<f8", le_bytes(std::vector<std::uint32_t>(384, 0)));
+  expect_failure_mentioning(valid_args(), {"--q", "dtype '<f8'"}, exit_failure);
+}
+
+TEST_F(AttnrunLatentBadInput, OutAndLseNameTheSameFile) {
+  std::vector<std::string> args = valid_args();
+  args[9] = path("out.npy").string();
+  expect_failure(args, "same file", exit_usage);
+}
+
+TEST_F(AttnrunLatentBadInput, UnwritableLseLeavesNoOutput) {
+  std::vector<std::string> args = valid_args();
+  args[9] = path("no_such_dir/lse.npy").string();
+  expect_failure(args, "lse.npy", exit_failure);
+}
+
+TEST_F(AttnrunLatentBadInput, FlagsOfOtherVariantsAreRefused) {
+  const std::vector<std::vector<std::string>> others = {
+      {"--kernel", "7"},     {"--dilation", "2"},    {"--stride", "1"},     {"--causal-dims", "0"},
+      {"--window", "3,3"},   {"--sink-tokens", "2"}, {"--sinks", "s.npy"},  {"--softcap", "2"},
+      {"--alibi"},           {"--bias", "b.npy"},    {"--doc", "d.npy"},    {"--block", "4"},
+      {"--layout", "l.npy"}, {"--topk", "2"},        {"--feature", "relu"}, {"--normalize"},
+      {"--decay", "d.npy"}};
+  for (const auto& flag : others)
+    expect_failure(valid_args(flag), flag[0] + " does not apply to --variant latent", exit_usage);
 }
 
 }  // namespace
