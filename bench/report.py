@@ -50,6 +50,15 @@ def main(path):
 
     print(f"Machine: {context.get('num_cpus', '?')} CPUs at {context.get('mhz_per_cpu', '?')} MHz "
           f"(as Google Benchmark reports it); {context.get('date', '')}\n")
+    if attn_families:
+        prefill(by_key, attn_families)
+    if decode_families:
+        decode(by_key, decode_families)
+    masks(by_key)
+    latent(by_key)
+
+
+def prefill(by_key, attn_families):
     print("Prefill, B=1, H=8, fp32 (median ms, GFLOP/s on allowed pairs; ratios from the same run)\n")
     print("| backend | N | d | causal | threads | attn ms | GFLOP/s | naive Eigen ms | × naive | "
           "Eigen GEMM GFLOP/s | attn / GEMM | causal / dense time | 2T / 1T |")
@@ -78,6 +87,9 @@ def main(path):
                     f"{ms(b) / ms(dense):.2f}" if dense and a["causal"] == "1" else "",
                     f"{ms(one) / ms(b):.2f}" if one and a["threads"] == "2" else ""]
             print("| " + " | ".join(cols) + " |")
+
+
+def decode(by_key, decode_families):
     print("\nDecode, Nq=1, Hq=32, Hkv=8, d=128, fp32 (median ms; K+V GB/s)\n")
     print("| backend | Nkv | threads | attn ms | K/V GB/s | read roofline GB/s | attn / roofline | "
           "naive Eigen ms | naive GB/s | × naive |")
@@ -98,8 +110,6 @@ def main(path):
                     f"{ms(naive):.2f}" if naive else "–", f"{gbs(naive):.2f}" if naive else "–",
                     f"{ms(naive) / ms(b):.2f}" if naive else "–"]
             print("| " + " | ".join(cols) + " |")
-
-    masks(by_key)
 
 
 def masks(by_key):
@@ -152,6 +162,52 @@ def masks(by_key):
         print("\nThe same causal window 2048 + ALiBi, N=16384, d=128, H=8, 2 threads: built-in options "
               f"{ms(builtin):.0f} ms, user-written predicate + classifier + score function "
               f"{ms(user):.0f} ms ({ms(user) / ms(builtin):.2f}x)")
+
+
+def rate(b, counter):
+    x = b.get(counter, 0)
+    return x / 1e9 if x > 1e6 else x
+
+
+def latent(by_key):
+    """Table of bench/latent_bench.cpp: MLA decode against the read roofline,
+    the FMA peak, the naive Eigen form and GQA over up-projected K/V."""
+    families = sorted({f for f, _ in by_key if f.startswith("latent_decode<")})
+    if not families:
+        return
+    peak = {t: by_key.get(("fma_peak", (("threads", str(t)),))) for t in (1, 2)}
+    print("\nLatent (MLA) decode, Nq=1, Dc=512, Dr=64, fp32 (median ms; cache GB/s; "
+          "ratios from the same run)\n")
+    print("| backend | B | H | Nk | threads | attn ms | cache GB/s | read roofline GB/s | "
+          "attn / roofline | GFLOP/s | / FMA peak | paged ms | paged / contiguous | "
+          "naive Eigen ms | × naive | up-projected GQA ms | × up-projected | bytes saved |")
+    print("|" + "---|" * 18)
+    for fam in families:
+        backend = fam[len("latent_decode<"):-1]
+        for (f, key), b in sorted(by_key.items(), key=lambda kv: tuple(
+                int(dict(kv[0][1]).get(x, 0)) for x in ("threads", "B", "H", "Nk"))):
+            if f != fam:
+                continue
+            a = dict(key)
+            roof = by_key.get(("latent_read_roofline", tuple(sorted({**a, "H": "1"}.items()))))
+            paged = by_key.get((f"latent_decode_paged<{backend}>", key))
+            naive = by_key.get(("latent_naive_eigen", key))
+            up = by_key.get(("latent_as_upprojected", key))
+            fp = peak.get(int(a["threads"]))
+            cols = [backend, a["B"], a["H"], a["Nk"], a["threads"], f"{ms(b):.2f}",
+                    f"{rate(b, 'GB/s'):.1f}",
+                    f"{rate(roof, 'GB/s'):.1f}" if roof else "–",
+                    f"{rate(b, 'GB/s') / rate(roof, 'GB/s'):.2f}" if roof else "–",
+                    f"{rate(b, 'GFLOP/s'):.1f}",
+                    f"{rate(b, 'GFLOP/s') / rate(fp, 'GFLOP/s'):.2f}" if fp else "–",
+                    f"{ms(paged):.2f}" if paged else "–",
+                    f"{ms(paged) / ms(b):.2f}" if paged else "–",
+                    f"{ms(naive):.2f}" if naive else "–",
+                    f"{ms(naive) / ms(b):.2f}" if naive else "–",
+                    f"{ms(up):.2f}" if up else "–",
+                    f"{ms(up) / ms(b):.2f}" if up else "–",
+                    f"{rate(up, 'GB/s') * ms(up) / (rate(b, 'GB/s') * ms(b)):.1f}x" if up else "–"]
+            print("| " + " | ".join(cols) + " |")
 
 
 if __name__ == "__main__":
