@@ -5,10 +5,12 @@
 #include <algorithm>
 #include <cstdint>
 #include <random>
+#include <string>
 #include <vector>
 
 #include <benchmark/benchmark.h>
 
+#include "attn/backend/registry.hpp"
 #include "attn/core/tensor.hpp"
 #include "flops.hpp"
 
@@ -47,6 +49,22 @@ inline void set_flops(benchmark::State& state, double flops) {
 }
 inline void set_bytes(benchmark::State& state, double bytes) {
   state.counters["GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// Calls f.template operator()<Backend>(name) for every SIMD backend of this
+// build but scalar and SSE: the native one and, on an AVX-512 machine, its
+// AVX2 code path too. Returns true, for a registration at static
+// initialisation: `const bool registered = for_each_wide_backend(...)`.
+template <class F>
+bool for_each_wide_backend(F&& f) {
+  [&]<class... B>(backend::list<B...>) {
+    (
+        [&] {
+          if constexpr (B::width >= 8) f.template operator()<B>(std::string(B::name));
+        }(),
+        ...);
+  }(backend::all{});
+  return true;
 }
 
 }  // namespace attn::bench

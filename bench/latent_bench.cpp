@@ -175,21 +175,12 @@ void upprojected_args(benchmark::internal::Benchmark* b) {
   b->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 
-template <class... B>
-bool register_backends(attn::backend::list<B...>) {
-  auto add = []<class Backend>(Backend*) {
-    if constexpr (Backend::width >= 8) {
-      const std::string name = Backend::name;
-      benchmark::RegisterBenchmark(("latent_decode<" + name + ">").c_str(), latent_decode<Backend>)
-          ->Apply(decode_args);
-      benchmark::RegisterBenchmark(("latent_decode_paged<" + name + ">").c_str(), latent_decode_paged<Backend>)
-          ->Apply(decode_args);
-    }
-  };
-  (add(static_cast<B*>(nullptr)), ...);
-  return true;
-}
-const bool registered = register_backends(attn::backend::all{});
+const bool registered = attn::bench::for_each_wide_backend([]<class Backend>(const std::string& name) {
+  benchmark::RegisterBenchmark(("latent_decode<" + name + ">").c_str(), latent_decode<Backend>)
+      ->Apply(decode_args);
+  benchmark::RegisterBenchmark(("latent_decode_paged<" + name + ">").c_str(), latent_decode_paged<Backend>)
+      ->Apply(decode_args);
+});
 BENCHMARK(latent_naive_eigen)->Apply(decode_args);
 BENCHMARK(latent_read_roofline)->Apply(roofline_args);
 BENCHMARK(latent_as_upprojected)->Apply(upprojected_args);

@@ -139,23 +139,12 @@ void decode_args(benchmark::internal::Benchmark* b) {
   b->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 
-// attn on every SIMD backend of this build but scalar and SSE: the native one
-// and, on an AVX-512 machine, its AVX2 code path too.
-template <class... B>
-bool register_backends(attn::backend::list<B...>) {
-  auto add = []<class Backend>(Backend*) {
-    if constexpr (Backend::width >= 8) {
-      const std::string name = Backend::name;
-      benchmark::RegisterBenchmark(("prefill_attn<" + name + ">").c_str(), prefill_attn<Backend>)
-          ->Apply(prefill_args);
-      benchmark::RegisterBenchmark(("decode_attn<" + name + ">").c_str(), decode_attn<Backend>)
-          ->Apply(decode_args);
-    }
-  };
-  (add(static_cast<B*>(nullptr)), ...);
-  return true;
-}
-const bool registered = register_backends(attn::backend::all{});
+const bool registered = attn::bench::for_each_wide_backend([]<class Backend>(const std::string& name) {
+  benchmark::RegisterBenchmark(("prefill_attn<" + name + ">").c_str(), prefill_attn<Backend>)
+      ->Apply(prefill_args);
+  benchmark::RegisterBenchmark(("decode_attn<" + name + ">").c_str(), decode_attn<Backend>)
+      ->Apply(decode_args);
+});
 BENCHMARK(decode_naive_eigen)->Apply(decode_args);
 BENCHMARK(decode_read_roofline)->Apply(decode_args);
 

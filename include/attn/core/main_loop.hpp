@@ -188,7 +188,6 @@ struct workspace {
   // (latent decode with H = 16: +35%, bench/latent_bench.cpp).
   bool by_rows;
   bool pack_k, pack_v;  // K / V rows always packed
-  bool crossing;        // some KV tiles straddle two pages (gathered when they do)
   index_t per_kv;
   float* state;       // per kv head: queries, m, l, alpha
   float* st;          // (tile_keys, ldq) S^T, then P^T
@@ -204,8 +203,9 @@ struct workspace {
         dk(p.dk()), dv(p.dv()), dvp(round_up(dv, W)), tile_keys(keys_per_tile),
         by_rows(rows < W && dk % W == 0 && W > 1),
         pack_k(gather || p.k.stride[3] != 1), pack_v(gather || p.v.stride[3] != 1 || dv % W != 0),
-        crossing(p.pages.paged() && p.pages.page_size % tile_keys != 0),
         per_kv(padded(dk * ldq) + 3 * padded(ldq)) {
+    // Tiles that may straddle two pages are gathered when they do.
+    const bool crossing = p.pages.paged() && p.pages.page_size % tile_keys != 0;
     const bool k_buffer = pack_k || crossing, v_buffer = pack_v || crossing;
     scratch_carver carve(thread_scratch().floats(
         t.kv_heads * per_kv + padded(tile_keys * ldq) + (k_buffer ? padded(tile_keys * dk) : 0) +
