@@ -836,7 +836,7 @@ TEST(LatentErrors, Lengths) {
   opt.lengths = past_table;
   e.expect_rejected(
       [&] { e.call_paged(opt); },
-      "lengths: expected each sequence's key count in [0, Nk = 8], got lengths[1] = 9");
+      "lengths: expected each sequence's key count in [0, capacity = 8], got lengths[1] = 9");
   opt.lengths = {};
   e.expect_rejected([&] { e.call_paged(opt); },
                     "lengths: expected one key count per sequence with a paged cache");

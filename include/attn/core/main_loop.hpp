@@ -40,6 +40,13 @@ struct softmax_problem : attention_views {
   // Query rows per tile; 0: the backend's query_tile_rows. Latent attention
   // asks for every head of a position in one tile (its cache is read once).
   index_t tile_rows = 0;
+  // KV splits per work item; 0: chosen from the shape (see kv_splits).
+  index_t num_splits = 0;
+  // Cascade: each row's result is merged with the (out, lse) already there,
+  // the result over another key set (lse is then required).
+  bool merge_into_out = false;
+
+  float* lse_at(index_t b, index_t i, index_t h) const { return &lse(b, q_index(b, i), h); }
 };
 
 constexpr index_t round_up(index_t x, index_t m) { return (x + m - 1) / m * m; }
@@ -59,12 +66,10 @@ struct work_split {
   index_t kv_heads;     // kv heads per item: all of them in decode, else 1
   index_t items;        // batch * (hkv / kv_heads) * head_chunks * query_tiles
   index_t tile_keys;    // keys per KV tile
-  index_t splits;       // KV splits per item (1 unless work is scarce)
-  index_t split_keys;   // keys per split, a multiple of the KV tile
 
   // Query tiles of default_positions() tokens and KV tiles of kv_tile keys,
   // unless the mask asks for its own tile shape.
-  work_split(const softmax_problem& p, std::size_t threads, std::optional<tile_shape> shape = {}) {
+  explicit work_split(const softmax_problem& p, std::optional<tile_shape> shape = {}) {
     const index_t rows = p.tile_rows > 0 ? p.tile_rows : B::query_tile_rows;
     heads = std::min(p.group(), rows);
     head_chunks = ceil_div(p.group(), heads);
@@ -88,15 +93,6 @@ struct work_split {
       if (divisor >= min_page_tile) tile_keys = divisor;
     }
     items = p.batch() * (p.hkv() / kv_heads) * head_chunks * query_tiles;
-    // Split the keys when there are fewer items than twice the threads,
-    // keeping at least two KV tiles per split.
-    const index_t kv_tiles = ceil_div(p.nk(), tile_keys);
-    const index_t want = static_cast<index_t>(2 * threads);
-    splits = 1;
-    if (threads > 1 && items > 0 && items < want)
-      splits = std::clamp<index_t>(ceil_div(want, items), 1, std::max<index_t>(1, kv_tiles / 2));
-    split_keys = std::max<index_t>(1, ceil_div(kv_tiles, splits)) * tile_keys;
-    splits = std::max<index_t>(1, ceil_div(p.nk(), split_keys));
   }
   index_t max_rows() const { return kv_heads * heads * positions; }
   // Query positions per tile: the tile's rows are positions x (query heads of
@@ -135,7 +131,7 @@ tile_rows locate(const softmax_problem& p, const work_split<B>& w, index_t item)
   t.g0 = g0;
   t.kv_heads = w.kv_heads;
   t.i0 = qt * w.positions;
-  t.positions = std::min(w.positions, p.nq() - t.i0);
+  t.positions = std::max<index_t>(0, std::min(w.positions, p.nq_of(t.b) - t.i0));  // 0: past a ragged sequence
   t.h_offset = hc * w.heads;
   t.heads = std::min(w.heads, p.group() - t.h_offset);
   t.group = p.group();
@@ -232,7 +228,7 @@ void pack_queries(const softmax_problem& p, const tile_rows& t, const workspace<
     std::fill_n(q, ws.by_rows ? ws.rows * ws.dk : ws.dk * ws.ldq, 0.0f);
     for (index_t r = 0; r < ws.rows; ++r) {
       const index_t tr = kv * ws.rows + r;
-      const float* src = p.q.row(t.b, t.position(tr), t.head(tr));
+      const float* src = p.q_row(t.b, t.position(tr), t.head(tr));
       for (index_t d = 0; d < ws.dk; ++d) q[d * d_stride + r * row_stride] = q_scale * src[d * p.q.stride[3]];
     }
     std::fill_n(ws.m(kv), ws.ldq, lowest_score);
@@ -433,7 +429,7 @@ void attend_tile(const softmax_problem& p, const Mask& mask, const Modifier& mod
 
   auto block_of = [&](index_t kv) {
     const index_t h0 = (t.g0 + kv) * t.group + t.h_offset;
-    return query_block{t.b, t.i0, t.i0 + t.positions, h0, h0 + t.heads, p.nq(), p.nk()};
+    return query_block{t.b, t.i0, t.i0 + t.positions, h0, h0 + t.heads, p.nq_of(t.b), p.nk_of(t.b)};
   };
   index_t lo = key_hi, hi = key_lo;  // union of the kv heads' key ranges
   for (index_t kv = 0; kv < t.kv_heads; ++kv) {
@@ -516,7 +512,7 @@ void attend_tile(const softmax_problem& p, const Mask& mask, const Modifier& mod
           score_tile<B>(k.data, k.stride, keys, ws.dk, ws.queries(kv), ldq, ws.st);
         if constexpr (!std::is_same_v<Modifier, no_modifier>)
           modifier.template apply<B>(score_tile_ref{ws.st, ldq, j0, keys, t.b, t.i0, t.positions,
-                                                    qb.h_begin, t.heads, p.nk() - p.nq()});
+                                                    qb.h_begin, t.heads, qb.offset()});
         if (kind == tile_kind::partial) mask_tile(mask, qb, t, j0, keys, ws.st, ldq);
         softmax_update<B>(ws.st, keys, ldq, ws.m(kv), ws.l(kv), ws.alpha(kv));
         rescale_rows<B>(ok, ldo, rows, ws.dvp, ws.alpha(kv));
@@ -532,58 +528,140 @@ void attend_tile(const softmax_problem& p, const Mask& mask, const Modifier& mod
     finalize_rows<B>(ws.m(kv), ws.l(kv), rows, ws.dvp, o + kv * rows * ldo, ldo, lse_out + kv * rows);
 }
 
-// Writes one finished row to out/lse, merging in the sink logit first.
+// Writes one finished row to out/lse, merging in the sink logit first and,
+// in a cascade, the row's earlier result over another key set.
 inline void store_row(const softmax_problem& p, index_t b, index_t i, index_t h, float* o,
                       float lse) {
   if (p.sinks) merge_row(o, lse, nullptr, p.sinks[h], p.dv());
-  for (index_t d = 0; d < p.dv(); ++d) p.out(b, i, h, d) = o[d];
-  if (!p.lse.empty()) p.lse(b, i, h) = lse;
+  float* out = p.out_row(b, i, h);
+  const index_t d_stride = p.out.stride[3];
+  if (p.merge_into_out) {
+    thread_local std::vector<float> earlier;
+    earlier.resize(static_cast<std::size_t>(p.dv()));
+    for (index_t d = 0; d < p.dv(); ++d) earlier[d] = out[d * d_stride];
+    merge_row(o, lse, earlier.data(), *p.lse_at(b, i, h), p.dv());
+  }
+  for (index_t d = 0; d < p.dv(); ++d) out[d * d_stride] = o[d];
+  if (!p.lse.empty()) *p.lse_at(b, i, h) = lse;
 }
 
-template <class B, class Mask, class Modifier, class Exec>
-void run_softmax(const softmax_problem& p, const Mask& mask, const Modifier& modifier,
+// Masks that differ per sequence: a ragged batch aligns each sequence's mask
+// bottom-right at its own query and key counts, so at(b) builds sequence b's
+// mask (a few integers for the built-ins).
+template <class F>
+struct per_sequence {
+  F at;
+};
+template <class M>
+const M& sequence_mask(const M& mask, index_t) {
+  return mask;
+}
+template <class F>
+auto sequence_mask(const per_sequence<F>& masks, index_t b) {
+  return masks.at(b);
+}
+
+// The KV splits of every work item (flash-decoding), each item's splits
+// adjacent: `first[item]` is its first split, `keys[s]` the key range of
+// split s. An item whose keys exceed a balanced share of all items' keys,
+// total / (2 threads), is cut into splits of that share (whole KV tiles, at
+// least two), so every thread has work and a long sequence of a ragged batch
+// does not run alone while the others wait; p.num_splits > 0 cuts every item
+// into that many (fewer when it has fewer KV tiles).
+struct kv_splits {
+  std::vector<index_t> first;   // (items + 1)
+  std::vector<key_range> keys;  // (splits)
+  std::vector<index_t> order;   // splits, longest first (the order to hand them out)
+
+  index_t count() const { return static_cast<index_t>(keys.size()); }
+  bool split() const { return keys.size() + 1 > first.size(); }
+
+  template <class B>
+  kv_splits(const softmax_problem& p, const work_split<B>& w, std::size_t threads) {
+    std::vector<index_t> item_keys(static_cast<std::size_t>(w.items));
+    index_t total = 0, longest = 0;
+    for (index_t item = 0; item < w.items; ++item) {
+      const tile_rows t = locate(p, w, item);
+      item_keys[item] = t.positions > 0 ? p.nk_of(t.b) : 0;
+      total += item_keys[item];
+      longest = std::max(longest, item_keys[item]);
+    }
+    const index_t share = std::max(
+        2 * w.tile_keys, round_up(ceil_div(total, static_cast<index_t>(2 * std::max<std::size_t>(threads, 1))), w.tile_keys));
+    const bool auto_split = p.num_splits == 0 && threads > 1 && longest > share;
+    first.reserve(static_cast<std::size_t>(w.items + 1));
+    for (index_t item = 0; item < w.items; ++item) {
+      first.push_back(count());
+      const index_t n = item_keys[item];
+      index_t piece = n;
+      if (p.num_splits > 0) piece = round_up(ceil_div(n, p.num_splits), w.tile_keys);
+      if (auto_split) piece = share;
+      index_t lo = 0;
+      do {
+        const index_t hi = piece > 0 ? std::min(n, lo + piece) : n;
+        keys.push_back({lo, hi});
+        lo = hi;
+      } while (lo < n);
+    }
+    first.push_back(count());
+    order.resize(keys.size());
+    for (index_t s = 0; s < count(); ++s) order[s] = s;
+    if (p.ragged())  // uneven sequences: longest first, so no thread is left with one at the end
+      std::stable_sort(order.begin(), order.end(), [&](index_t a, index_t b) {
+        return keys[a].end - keys[a].begin > keys[b].end - keys[b].begin;
+      });
+  }
+};
+
+template <class B, class Masks, class Modifier, class Exec>
+void run_softmax(const softmax_problem& p, const Masks& masks, const Modifier& modifier,
                  const Exec& exec) {
-  const work_split<B> w(p, exec.concurrency(), tile_shape_of(mask));
+  const work_split<B> w(p, tile_shape_of(masks));
   if (w.items == 0) return;
+  const kv_splits splits(p, w, exec.concurrency());
   constexpr index_t W = static_cast<index_t>(B::width);
   const index_t dvp = round_up(p.dv(), W);
   const index_t max_rows = w.max_rows();
+  auto attend = [&](index_t item, key_range keys, float* o, float* lse) {
+    const tile_rows t = locate(p, w, item);
+    if (t.rows() == 0) return t;
+    attend_tile<B>(p, sequence_mask(masks, t.b), modifier, t, w.tile_keys, keys.begin, keys.end, o, dvp, lse);
+    return t;
+  };
 
-  if (w.splits == 1) {
-    exec.parallel_for(static_cast<std::size_t>(w.items), [&](std::size_t item) {
-      const tile_rows t = locate(p, w, static_cast<index_t>(item));
+  if (!splits.split()) {
+    exec.parallel_for(static_cast<std::size_t>(w.items), [&](std::size_t n) {
+      const index_t item = splits.order[n];
       thread_local std::vector<float> o_buf, lse_buf;
       o_buf.resize(static_cast<std::size_t>(max_rows * dvp));
       lse_buf.resize(static_cast<std::size_t>(max_rows));
-      attend_tile<B>(p, mask, modifier, t, w.tile_keys, 0, p.nk(), o_buf.data(), dvp, lse_buf.data());
+      const tile_rows t = attend(item, splits.keys[item], o_buf.data(), lse_buf.data());
       for (index_t r = 0; r < t.rows(); ++r)
         store_row(p, t.b, t.position(r), t.head(r), o_buf.data() + r * dvp, lse_buf[r]);
     });
     return;
   }
 
-  // Split-KV (flash-decoding): each (item, split) leaves a partial (o, lse);
-  // a second pass merges the splits of each item.
-  const index_t units = w.items * w.splits;
+  // Split-KV (flash-decoding): each split leaves a partial (o, lse); a second
+  // pass merges the splits of each item.
+  const index_t units = splits.count();
   std::vector<float> part_o(static_cast<std::size_t>(units * max_rows * dvp));
   std::vector<float> part_lse(static_cast<std::size_t>(units * max_rows));
-  exec.parallel_for(static_cast<std::size_t>(units), [&](std::size_t unit) {
-    const index_t u = static_cast<index_t>(unit);
-    const tile_rows t = locate(p, w, u / w.splits);
-    const index_t s = u % w.splits;
-    attend_tile<B>(p, mask, modifier, t, w.tile_keys, s * w.split_keys, std::min(p.nk(), (s + 1) * w.split_keys),
-                   part_o.data() + u * max_rows * dvp, dvp, part_lse.data() + u * max_rows);
+  std::vector<index_t> item_of(static_cast<std::size_t>(units));
+  for (index_t item = 0; item < w.items; ++item)
+    std::fill(item_of.begin() + splits.first[item], item_of.begin() + splits.first[item + 1], item);
+  exec.parallel_for(static_cast<std::size_t>(units), [&](std::size_t n) {
+    const index_t u = splits.order[n];
+    attend(item_of[u], splits.keys[u], part_o.data() + u * max_rows * dvp, part_lse.data() + u * max_rows);
   });
   exec.parallel_for(static_cast<std::size_t>(w.items), [&](std::size_t item) {
-    const index_t it = static_cast<index_t>(item);
-    const tile_rows t = locate(p, w, it);
+    const tile_rows t = locate(p, w, static_cast<index_t>(item));
+    const index_t u0 = splits.first[item], u1 = splits.first[item + 1];
     for (index_t r = 0; r < t.rows(); ++r) {
-      const index_t u0 = it * w.splits;
       float* o = part_o.data() + (u0 * max_rows + r) * dvp;
       float lse = part_lse[u0 * max_rows + r];
-      for (index_t s = 1; s < w.splits; ++s)
-        merge_row(o, lse, part_o.data() + ((u0 + s) * max_rows + r) * dvp,
-                  part_lse[(u0 + s) * max_rows + r], p.dv());
+      for (index_t u = u0 + 1; u < u1; ++u)
+        merge_row(o, lse, part_o.data() + (u * max_rows + r) * dvp, part_lse[u * max_rows + r], p.dv());
       store_row(p, t.b, t.position(r), t.head(r), o, lse);
     }
   });

@@ -28,6 +28,19 @@ struct kv_pages {
   }
 };
 
+// Ragged batches (FlashAttention's varlen API, a KV cache filled to a
+// different length per sequence): where sequence b's queries and keys lie
+// and how many of them it has. Each pointer is optional; all null is the
+// plain (B, Nq, ...) / (B, Nk, ...) batch.
+struct sequence_layout {
+  // (B + 1) cu_seqlens_q: sequence b's queries (and outputs, lse) are rows
+  // [q_starts[b], q_starts[b + 1]) of packed (T, H, D) tensors, whose views
+  // then have batch stride 0 and Nq = the longest sequence.
+  const std::int32_t* q_starts = nullptr;
+  const std::int32_t* k_starts = nullptr;   // (B + 1) cu_seqlens_k, likewise for k and v
+  const std::int32_t* k_lengths = nullptr;  // (B) keys sequence b uses (seqused_k, cache lengths)
+};
+
 // The four views of an attention problem (DESIGN §1) and the extents every
 // variant reads from them; each variant's problem adds its own options.
 struct attention_views {
@@ -39,6 +52,7 @@ struct attention_views {
   // table's capacity, stride[0] steps from page to page and stride[1] from
   // row to row inside a page.
   kv_pages pages{};
+  sequence_layout sequences{};
 
   index_t batch() const { return q.extent[0]; }
   index_t nq() const { return q.extent[1]; }
@@ -48,16 +62,41 @@ struct attention_views {
   index_t hkv() const { return k.extent[2]; }
   index_t dv() const { return v.extent[3]; }
   index_t group() const { return hq() / hkv(); }
+  bool ragged() const {
+    return sequences.q_starts != nullptr || sequences.k_starts != nullptr || sequences.k_lengths != nullptr;
+  }
+  // Queries and keys of sequence b (at most nq() and nk()).
+  index_t nq_of(index_t b) const {
+    return sequences.q_starts ? sequences.q_starts[b + 1] - sequences.q_starts[b] : nq();
+  }
+  index_t nk_of(index_t b) const {
+    if (sequences.k_lengths) return sequences.k_lengths[b];
+    return sequences.k_starts ? sequences.k_starts[b + 1] - sequences.k_starts[b] : nk();
+  }
+  // Row of query i of sequence b (packed or batched), likewise for out.
+  index_t q_index(index_t b, index_t i) const { return sequences.q_starts ? sequences.q_starts[b] + i : i; }
+  const float* q_row(index_t b, index_t i, index_t h) const { return q.row(b, q_index(b, i), h); }
+  float* out_row(index_t b, index_t i, index_t h) const { return out.row(b, q_index(b, i), h); }
 
   // Key row j of sequence b and kv head g of k or v: contiguous, or through
   // the page table. Rows [j, j + n) are evenly strided when no page boundary
   // lies between (pages.contiguous).
   const float* kv_row(const view4<const float>& x, index_t b, index_t j, index_t g) const {
-    if (!pages.paged()) return x.row(b, j, g);
+    if (!pages.paged()) return x.row(b, sequences.k_starts ? sequences.k_starts[b] + j : j, g);
     const index_t page = pages.table[b * pages.table_stride + j / pages.page_size];
     return x.data + page * x.stride[0] + (j % pages.page_size) * x.stride[1] + g * x.stride[2];
   }
 };
+
+// Checks a view the call writes (out, lse): its shape, that it maps each
+// element to its own address, and that it overlaps none of the inputs.
+template <class T, std::size_t R, std::size_t S = 4>
+void check_written(const strided_view<T, R>& written, const char* name, const std::string& expected_shape,
+                   bool shape_ok, std::initializer_list<std::pair<strided_view<const float, S>, const char*>> inputs) {
+  require_view(written, name, expected_shape, shape_ok);
+  require_distinct(written, name);
+  for (const auto& [view, input] : inputs) require_disjoint(written, name, view, input);
+}
 
 // Checks lse (B, Nq, H) when given: its shape, that it maps each element to
 // its own address, and that it overlaps none of `others` (out and the
@@ -65,9 +104,8 @@ struct attention_views {
 inline void check_lse(view3<float> lse, const std::array<index_t, 3>& shape, const char* heads,
                       std::initializer_list<std::pair<view4<const float>, const char*>> others) {
   if (lse.empty()) return;
-  require_view(lse, "lse", dims({{"B", shape[0]}, {"Nq", shape[1]}, {heads, shape[2]}}), lse.extent == shape);
-  require_distinct(lse, "lse");
-  for (const auto& [view, name] : others) require_disjoint(lse, "lse", view, name);
+  check_written(lse, "lse", dims({{"B", shape[0]}, {"Nq", shape[1]}, {heads, shape[2]}}), lse.extent == shape,
+                others);
 }
 
 // Checks the shapes of q, k, v and out against each other (GQA: Hkv divides
@@ -85,12 +123,8 @@ inline attention_views checked_views(view4<const float> q, view4<const float> k,
   const index_t dv = v.extent[3];
   require_view(v, "v", dims({{"B", b}, {"Nk", nk}, {"Hkv", hkv}, {"Dv", -1}}) + " with Dv >= 1",
                v.extent[0] == b && v.extent[1] == nk && v.extent[2] == hkv && dv >= 1);
-  require_view(out, "out", dims({{"B", b}, {"Nq", nq}, {"Hq", hq}, {"Dv", dv}}),
-               out.extent == std::array<index_t, 4>{b, nq, hq, dv});
-  require_distinct(out, "out");
-  require_disjoint(out, "out", q, "q");
-  require_disjoint(out, "out", k, "k");
-  require_disjoint(out, "out", v, "v");
+  check_written(out, "out", dims({{"B", b}, {"Nq", nq}, {"Hq", hq}, {"Dv", dv}}),
+                out.extent == std::array<index_t, 4>{b, nq, hq, dv}, {{q, "q"}, {k, "k"}, {v, "v"}});
   return {q, k, v, out};
 }
 

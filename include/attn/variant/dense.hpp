@@ -13,6 +13,7 @@
 #include "attn/backend/registry.hpp"
 #include "attn/core/error.hpp"
 #include "attn/core/executor.hpp"
+#include "attn/core/kv_cache.hpp"
 #include "attn/core/main_loop.hpp"
 #include "attn/core/schedule.hpp"
 #include "attn/core/tensor.hpp"
@@ -45,6 +46,12 @@ struct softmax_options {
   bool alibi = false;
   const float* alibi_slopes = nullptr;
   view4<const float> bias;
+  // Serving (ragged batches, KV caches): keys each sequence holds (B), each
+  // at most Nk (the capacity); empty: all Nk. Masks align bottom-right at
+  // each sequence's own length. Required with a paged cache.
+  std::span<const std::int32_t> kv_lengths;
+  // KV splits per work item (flash-decoding's num_splits); 0: from the shape.
+  index_t num_splits = 0;
 
   bool has_mask() const { return causal || window || !document_ids.empty() || prefix_lm; }
   // The ALiBi slopes of Hq heads these options ask for (empty: no ALiBi).
@@ -65,14 +72,19 @@ inline window_mask window_mask_of(const softmax_options& opt, index_t offset) {
 
 namespace detail {
 
-// Checks every argument and builds the problem; throws attn::error.
-inline softmax_problem make_softmax_problem(view4<const float> q, view4<const float> k,
-                                            view4<const float> v, view4<float> out,
-                                            view3<float> lse, const softmax_options& opt) {
-  const attention_views views = checked_views(q, k, v, out);
+// Checks the options against checked views (lse already checked) and
+// builds the problem; throws attn::error.
+inline softmax_problem make_softmax_problem(const attention_views& views, view3<float> lse,
+                                            const softmax_options& opt) {
   const index_t b = views.batch(), nq = views.nq(), hq = views.hq(), dk = views.dk();
   const index_t nk = views.nk();
-  check_lse(lse, {b, nq, hq}, "Hq", {{out, "out"}, {q, "q"}, {k, "k"}, {v, "v"}});
+  const view4<float>& out = views.out;
+  if (views.ragged())
+    require(opt.document_ids.empty(), "document_ids",
+            "no document ids in a ragged batch (each sequence is its own document)", "document ids");
+  if (views.sequences.q_starts)
+    require(opt.bias.empty(), "bias", "no bias tensor with packed (varlen) queries", "a bias");
+  require(opt.num_splits >= 0, "num_splits", "a count >= 0 (0: from the shape)", opt.num_splits);
   if (opt.window) {
     const auto [left, right] = *opt.window;
     require(left >= -1 && right >= -1, "window", "{left, right} with each >= -1 (-1: unbounded)",
@@ -106,7 +118,33 @@ inline softmax_problem make_softmax_problem(view4<const float> q, view4<const fl
   }
   const float scale = opt.scale.value_or(1.0f / std::sqrt(static_cast<float>(dk)));
   require(std::isfinite(scale), "scale", "a finite value", scale);
-  return {views, lse, scale, opt.sinks};
+  softmax_problem p{views, lse, scale, opt.sinks};
+  p.num_splits = opt.num_splits;
+  return p;
+}
+
+// The key counts of opt.kv_lengths on a contiguous cache of Nk keys.
+inline void check_kv_lengths(std::span<const std::int32_t> lengths, index_t batch, index_t nk) {
+  require(static_cast<index_t>(lengths.size()) == batch, "kv_lengths",
+          "one key count per sequence (B = " + std::to_string(batch) + ")",
+          std::to_string(lengths.size()) + " counts");
+  for (index_t s = 0; s < batch; ++s)
+    require(lengths[s] >= 0 && lengths[s] <= nk, "kv_lengths",
+            "each sequence's key count in [0, Nk = " + std::to_string(nk) + "]",
+            "kv_lengths[" + std::to_string(s) + "] = " + std::to_string(lengths[s]));
+}
+
+// The contiguous problem: q, k, v, out, lse and the options.
+inline softmax_problem make_softmax_problem(view4<const float> q, view4<const float> k,
+                                            view4<const float> v, view4<float> out,
+                                            view3<float> lse, const softmax_options& opt) {
+  attention_views views = checked_views(q, k, v, out);
+  check_lse(lse, {views.batch(), views.nq(), views.hq()}, "Hq", {{out, "out"}, {q, "q"}, {k, "k"}, {v, "v"}});
+  if (!opt.kv_lengths.empty()) {
+    check_kv_lengths(opt.kv_lengths, views.batch(), views.nk());
+    views.sequences.k_lengths = opt.kv_lengths.data();
+  }
+  return make_softmax_problem(views, lse, opt);
 }
 
 // The built-in score modifiers the options ask for, each applied when set.
@@ -128,24 +166,131 @@ struct option_modifiers {
 };
 
 // The one place where runtime options become mask and modifier types:
-// f(mask, modifier) runs with the types the options ask for.
+// f(masks, modifier) runs with the types the options ask for. The built-in
+// masks are built per sequence, aligned at its own offset (Nk - Nq, or its
+// key and query counts in a ragged batch); documents span the whole batch.
 template <class F>
 void with_option_types(const softmax_problem& p, const softmax_options& opt, F&& f) {
-  const index_t offset = p.nk() - p.nq();
   auto with_mask = [&](const auto& modifier) {
+    auto aligned = [&](auto mask_at) {  // mask_at(offset) -> a sequence's mask
+      f(per_sequence{[&p, mask_at](index_t b) { return mask_at(p.nk_of(b) - p.nq_of(b)); }}, modifier);
+    };
+    const index_t offset = p.nk() - p.nq();
     if (!opt.document_ids.empty())
       f(document_mask(opt.document_ids, offset) & window_mask_of(opt, offset), modifier);
     else if (opt.prefix_lm)
-      f(prefix_lm_mask{offset, *opt.prefix_lm}, modifier);
+      aligned([prefix = *opt.prefix_lm](index_t off) { return prefix_lm_mask{off, prefix}; });
     else if (opt.window)
-      f(window_mask_of(opt, offset), modifier);
+      aligned([&opt](index_t off) { return window_mask_of(opt, off); });
     else if (opt.causal)
-      f(causal_mask{offset}, modifier);
+      aligned([](index_t off) { return causal_mask{off}; });
     else
-      f(no_mask{}, modifier);
+      f(no_mask{}, modifier);  // each sequence's keys end at its own count (query_block::nk)
   };
   if (!opt.has_modifier()) return with_mask(no_modifier{});
   with_mask(option_modifiers{opt.softcap, opt.alibi_slopes_for(p.hq()), opt.bias});
+}
+
+// Runs the problem with the masks and modifiers the options ask for.
+template <class Backend, class Exec>
+void run_options(const softmax_problem& p, const softmax_options& opt, const Exec& exec) {
+  with_option_types(p, opt, [&](const auto& masks, const auto& modifier) {
+    run_softmax<Backend>(p, masks, modifier, exec);
+  });
+}
+
+// A paged cache checked for `batch` sequences of queries with hq heads of
+// dk channels: k and v are the pools' logical (B, capacity, Hkv, D) views,
+// rows found through the block table; key counts from `lengths` (required).
+struct paged_views {
+  view4<const float> k, v;
+  kv_pages pages;
+};
+inline paged_views checked_paged_cache(const paged_kv& cache, index_t batch, index_t hq, index_t dk,
+                                       std::span<const std::int32_t> lengths) {
+  const view4<const float>&kp = cache.k_pages, &vp = cache.v_pages;
+  require_view(kp, "k_pages",
+               dims({{"P", -1}, {"page_size", -1}, {"Hkv", -1}, {"Dk", dk}}) + " with page_size, Hkv >= 1",
+               kp.extent[1] >= 1 && kp.extent[2] >= 1 && kp.extent[3] == dk);
+  const index_t pool = kp.extent[0], page_size = kp.extent[1], hkv = kp.extent[2];
+  require(hq % hkv == 0, "k_pages", "a kv head count dividing Hq = " + std::to_string(hq) + " (GQA)",
+          "Hkv = " + std::to_string(hkv));
+  require_view(vp, "v_pages",
+               dims({{"P", pool}, {"page_size", page_size}, {"Hkv", hkv}, {"Dv", -1}}) + " with Dv >= 1",
+               vp.extent[0] == pool && vp.extent[1] == page_size && vp.extent[2] == hkv && vp.extent[3] >= 1);
+  const index_t capacity = check_block_table(cache.block_table, batch, pool, page_size, lengths, "kv_lengths");
+  return {logical_cache(kp, batch, capacity), logical_cache(vp, batch, capacity),
+          kv_pages{cache.block_table.data, cache.block_table.stride[0], page_size}};
+}
+
+// The problem of a paged cache: q (B, Nq, Hq, Dk) and out, lse as for a
+// contiguous cache of the same keys.
+inline softmax_problem make_paged_problem(view4<const float> q, const paged_kv& cache, view4<float> out,
+                                          view3<float> lse, const softmax_options& opt) {
+  const index_t b = q.extent[0], nq = q.extent[1], hq = q.extent[2];
+  require_view(q, "q", "(B, Nq, Hq, Dk) with Hq, Dk >= 1", hq >= 1 && q.extent[3] >= 1);
+  const paged_views kv = checked_paged_cache(cache, b, hq, q.extent[3], opt.kv_lengths);
+  const index_t dv = kv.v.extent[3];
+  check_written(out, "out", dims({{"B", b}, {"Nq", nq}, {"Hq", hq}, {"Dv", dv}}),
+                out.extent == std::array<index_t, 4>{b, nq, hq, dv},
+                {{q, "q"}, {cache.k_pages, "k_pages"}, {cache.v_pages, "v_pages"}});
+  check_lse(lse, {b, nq, hq}, "Hq", {{out, "out"}, {q, "q"}, {cache.k_pages, "k_pages"}, {cache.v_pages, "v_pages"}});
+  attention_views views{q, kv.k, kv.v, out, kv.pages};
+  views.sequences.k_lengths = opt.kv_lengths.data();
+  return make_softmax_problem(views, lse, opt);
+}
+
+// cu_seqlens (B + 1): non-decreasing row offsets from >= 0 to <= rows (the
+// packed tensor's T). Returns the longest sequence.
+inline index_t check_cu_seqlens(std::span<const std::int32_t> cu, const char* name, index_t rows) {
+  require(!cu.empty(), name, "B + 1 offsets (cu_seqlens)", "an empty span");
+  require(cu[0] >= 0, name, "offsets >= 0", std::string(name) + "[0] = " + std::to_string(cu[0]));
+  index_t longest = 0;
+  for (std::size_t s = 1; s < cu.size(); ++s) {
+    require(cu[s] >= cu[s - 1], name, "non-decreasing offsets",
+            std::string(name) + "[" + std::to_string(s) + "] = " + std::to_string(cu[s]) + " < " +
+                std::to_string(cu[s - 1]));
+    longest = std::max<index_t>(longest, cu[s] - cu[s - 1]);
+  }
+  require(cu.back() <= rows, name, "offsets up to the packed rows T = " + std::to_string(rows),
+          std::string(name) + "[" + std::to_string(cu.size() - 1) + "] = " + std::to_string(cu.back()));
+  return longest;
+}
+
+// A packed (T, H, D) view as the (B, longest, H, D) batch of its sequences:
+// batch stride 0, rows offset per sequence (sequence_layout::q_starts).
+template <class T>
+view4<T> packed_batch(const view3<T>& x, index_t batch, index_t longest) {
+  return {x.data, {batch, longest, x.extent[1], x.extent[2]}, {0, x.stride[0], x.stride[1], x.stride[2]}};
+}
+
+// Packed queries: q (Tq, Hq, Dk), out (Tq, Hq, Dv), lse (Tq, Hq) or empty,
+// checked against cu_seqlens_q, each other and the inputs, as the (B,
+// longest, H, D) views of their sequences.
+struct packed_queries {
+  view4<const float> q;
+  view4<float> out;
+  view3<float> lse;
+};
+inline packed_queries checked_packed_queries(view3<const float> q, view3<float> out, strided_view<float, 2> lse,
+                                             std::span<const std::int32_t> cu_seqlens_q, index_t dv,
+                                             std::initializer_list<std::pair<view4<const float>, const char*>> inputs) {
+  const index_t tq = q.extent[0], hq = q.extent[1];
+  const index_t batch = static_cast<index_t>(cu_seqlens_q.size()) - 1;
+  const index_t longest = check_cu_seqlens(cu_seqlens_q, "cu_seqlens_q", tq);
+  const view4<const float> rows = packed_batch(q, 1, tq);
+  check_written(out, "out", dims({{"Tq", tq}, {"Hq", hq}, {"Dv", dv}}),
+                out.extent == std::array<index_t, 3>{tq, hq, dv}, {{rows, "q"}});
+  for (const auto& [view, name] : inputs) require_disjoint(out, "out", view, name);
+  if (!lse.empty()) {
+    check_written(lse, "lse", dims({{"Tq", tq}, {"Hq", hq}}), lse.extent == std::array<index_t, 2>{tq, hq},
+                  {{rows, "q"}});
+    for (const auto& [view, name] : inputs) require_disjoint(lse, "lse", view, name);
+    require_disjoint(lse, "lse", out, "out");
+  }
+  const view3<float> lse3 =
+      lse.empty() ? view3<float>{} : view3<float>{lse.data, {batch, longest, hq}, {0, lse.stride[0], lse.stride[1]}};
+  return {packed_batch(q, batch, longest), packed_batch(out, batch, longest), lse3};
 }
 
 }  // namespace detail
@@ -161,9 +306,7 @@ template <simd_backend Backend = default_backend, executor Exec = serial>
 void attention(view4<const float> q, view4<const float> k, view4<const float> v, view4<float> out,
                view3<float> lse = {}, const softmax_options& opt = {}, const Exec& exec = {}) {
   const detail::softmax_problem p = detail::make_softmax_problem(q, k, v, out, lse, opt);
-  detail::with_option_types(p, opt, [&](const auto& mask, const auto& modifier) {
-    detail::run_softmax<Backend>(p, mask, modifier, exec);
-  });
+  detail::run_options<Backend>(p, opt, exec);
 }
 
 // Softmax attention with a mask and a score modifier of the caller's
@@ -180,9 +323,82 @@ void attention(view4<const float> q, view4<const float> k, view4<const float> v,
   detail::require(!opt.has_mask() && !opt.has_modifier(), "softmax_options",
                   "no mask or score-modifier fields beside a mask argument (compose them into it)",
                   "mask or modifier fields set");
+  detail::require(opt.kv_lengths.empty(), "kv_lengths",
+                  "no key counts beside a mask argument (compose attn::kv_length_mask into it)",
+                  "kv_lengths set");
   const detail::softmax_problem p = detail::make_softmax_problem(q, k, v, out, lse, opt);
   check_mask(mask, problem_shape{p.batch(), p.hq(), p.nq(), p.nk()});
   detail::run_softmax<Backend>(p, mask, modifier, exec);
+}
+
+// Softmax attention over a paged K/V cache (vLLM's layout, decode and
+// chunked prefill): q (B, Nq, Hq, Dk), cache.k_pages (P, page_size, Hkv, Dk),
+// cache.v_pages (P, page_size, Hkv, Dv), cache.block_table (B, max_pages)
+// -> out (B, Nq, Hq, Dv). opt.kv_lengths (required) gives each sequence's
+// keys; masks align bottom-right at each sequence's length, so with Nq = 1
+// the query is the sequence's last token. The same computation as a
+// contiguous cache holding the same keys; pages are read in place.
+template <simd_backend Backend = default_backend, executor Exec = serial>
+void attention(view4<const float> q, const paged_kv& cache, view4<float> out, view3<float> lse = {},
+               const softmax_options& opt = {}, const Exec& exec = {}) {
+  detail::run_options<Backend>(detail::make_paged_problem(q, cache, out, lse, opt), opt, exec);
+}
+
+// Variable-length batches (FlashAttention's varlen API): sequences packed
+// along the rows, q (Tq, Hq, Dk), k (Tk, Hkv, Dk), v (Tk, Hkv, Dv) -> out
+// (Tq, Hq, Dv), lse (Tq, Hq) when given; sequence b holds query rows
+// [cu_seqlens_q[b], cu_seqlens_q[b + 1]) and key rows [cu_seqlens_k[b],
+// cu_seqlens_k[b + 1]) (B + 1 offsets each). Masks align bottom-right per
+// sequence (its query i sits at key i + len_k - len_q). kv_lengths,
+// document ids and bias do not apply (an error).
+template <simd_backend Backend = default_backend, executor Exec = serial>
+void varlen_attention(view3<const float> q, view3<const float> k, view3<const float> v, view3<float> out,
+                      strided_view<float, 2> lse, std::span<const std::int32_t> cu_seqlens_q,
+                      std::span<const std::int32_t> cu_seqlens_k, const softmax_options& opt = {},
+                      const Exec& exec = {}) {
+  const index_t hq = q.extent[1], dk = q.extent[2], tk = k.extent[0], hkv = k.extent[1];
+  detail::require_view(q, "q", "(Tq, Hq, Dk) with Hq, Dk >= 1", hq >= 1 && dk >= 1);
+  detail::require_view(k, "k", detail::dims({{"Tk", -1}, {"Hkv", -1}, {"Dk", dk}}) + " with Hkv >= 1",
+                       hkv >= 1 && k.extent[2] == dk);
+  detail::require(hq % hkv == 0, "k", "a kv head count dividing Hq = " + std::to_string(hq) + " (GQA)",
+                  "Hkv = " + std::to_string(hkv));
+  detail::require_view(v, "v", detail::dims({{"Tk", tk}, {"Hkv", hkv}, {"Dv", -1}}) + " with Dv >= 1",
+                       v.extent[0] == tk && v.extent[1] == hkv && v.extent[2] >= 1);
+  detail::require(opt.kv_lengths.empty(), "kv_lengths", "none with varlen keys (cu_seqlens_k gives them)",
+                  "kv_lengths set");
+  detail::require(cu_seqlens_k.size() == cu_seqlens_q.size(), "cu_seqlens_k",
+                  "as many offsets as cu_seqlens_q (" + std::to_string(cu_seqlens_q.size()) + ")",
+                  std::to_string(cu_seqlens_k.size()) + " offsets");
+  const index_t longest_k = detail::check_cu_seqlens(cu_seqlens_k, "cu_seqlens_k", tk);
+  const index_t batch = static_cast<index_t>(cu_seqlens_k.size()) - 1;
+  const detail::packed_queries pq = detail::checked_packed_queries(
+      q, out, lse, cu_seqlens_q, v.extent[2], {{detail::packed_batch(k, 1, tk), "k"}, {detail::packed_batch(v, 1, tk), "v"}});
+  detail::attention_views views{pq.q, detail::packed_batch(k, batch, longest_k),
+                                detail::packed_batch(v, batch, longest_k), pq.out};
+  views.sequences = {cu_seqlens_q.data(), cu_seqlens_k.data(), nullptr};
+  const detail::softmax_problem p = detail::make_softmax_problem(views, pq.lse, opt);
+  detail::run_options<Backend>(p, opt, exec);
+}
+
+// Packed (varlen) queries over a paged K/V cache (chunked prefill of
+// several sequences at once, vLLM): q (Tq, Hq, Dk) with cu_seqlens_q (B + 1),
+// the cache as in attention(q, paged_kv, ...), opt.kv_lengths (B, required)
+// the keys each sequence holds, its new queries the last of them.
+template <simd_backend Backend = default_backend, executor Exec = serial>
+void varlen_attention(view3<const float> q, const paged_kv& cache, view3<float> out, strided_view<float, 2> lse,
+                      std::span<const std::int32_t> cu_seqlens_q, const softmax_options& opt = {},
+                      const Exec& exec = {}) {
+  const index_t hq = q.extent[1], dk = q.extent[2];
+  detail::require_view(q, "q", "(Tq, Hq, Dk) with Hq, Dk >= 1", hq >= 1 && dk >= 1);
+  detail::require(!cu_seqlens_q.empty(), "cu_seqlens_q", "B + 1 offsets (cu_seqlens)", "an empty span");
+  const index_t batch = static_cast<index_t>(cu_seqlens_q.size()) - 1;
+  const detail::paged_views kv = detail::checked_paged_cache(cache, batch, hq, dk, opt.kv_lengths);
+  const detail::packed_queries pq = detail::checked_packed_queries(
+      q, out, lse, cu_seqlens_q, kv.v.extent[3], {{cache.k_pages, "k_pages"}, {cache.v_pages, "v_pages"}});
+  detail::attention_views views{pq.q, kv.k, kv.v, pq.out, kv.pages};
+  views.sequences = {cu_seqlens_q.data(), nullptr, opt.kv_lengths.data()};
+  const detail::softmax_problem p = detail::make_softmax_problem(views, pq.lse, opt);
+  detail::run_options<Backend>(p, opt, exec);
 }
 
 }  // namespace attn

@@ -12,6 +12,7 @@
 
 #include "attn/backend/registry.hpp"
 #include "attn/core/executor.hpp"
+#include "attn/core/kv_cache.hpp"
 #include "attn/core/main_loop.hpp"
 #include "attn/core/problem.hpp"
 #include "attn/core/tensor.hpp"
@@ -42,15 +43,6 @@ struct latent_options {
   // Keys of each sequence (B), each at most the cache's capacity; empty:
   // every sequence has Nk keys. Required with a paged cache.
   std::span<const std::int32_t> lengths;
-};
-
-// A paged latent cache (FlashMLA's layout): a pool of pages, each page_size
-// cache rows, and per sequence a row of the block table naming its pages in
-// order; key j of sequence b is row j % page_size of page
-// block_table(b, j / page_size). Pages may be shared and in any order.
-struct paged_cache {
-  view4<const float> pages;                        // (P, page_size, 1, Dc + Dr)
-  strided_view<const std::int32_t, 2> block_table;  // (B, max pages per sequence), unit inner stride
 };
 
 namespace detail {
@@ -92,6 +84,7 @@ inline softmax_problem latent_problem(view4<const float> q, view4<const float> c
   view4<const float> values = cache;
   values.extent[3] = opt.dc;
   attention_views views{q, cache, values, out, pages};
+  if (!opt.lengths.empty()) views.sequences.k_lengths = opt.lengths.data();  // splits sized per sequence
   const index_t rows = std::max(latent_tile_rows, q.extent[2]);
   return softmax_problem{views, lse, *opt.scale, nullptr, rows};
 }
@@ -134,25 +127,14 @@ void latent_attention(view4<const float> q, const paged_cache& cache, view4<floa
   detail::require_view(pool, "pages", detail::dims({{"P", -1}, {"page_size", -1}, {"1", -1}, {"Dc + Dr", d}}) +
                                           " with page_size >= 1",
                        pool.extent[1] >= 1 && pool.extent[2] == 1 && pool.extent[3] == d);
-  detail::require_view(table, "block_table", detail::dims({{"B", b}, {"max_pages", -1}}) + " with unit inner stride",
-                       table.extent[0] == b && (table.extent[1] <= 1 || table.stride[1] == 1));
   detail::require(!opt.lengths.empty() || b == 0, "lengths", "one key count per sequence with a paged cache",
                   "none");
   const index_t page_size = pool.extent[1];
-  detail::require(table.extent[1] <= INT64_MAX / page_size, "block_table",
-                  "a capacity max_pages x page_size that fits in 64 bits",
-                  std::to_string(table.extent[1]) + " pages of " + std::to_string(page_size));
-  const index_t capacity = table.extent[1] * page_size;
+  const index_t capacity =
+      detail::check_block_table(table, b, pool.extent[0], page_size, opt.lengths, "lengths");
   detail::check_latent(q, pool, "pages", capacity, out, lse, opt);
-  for (index_t s = 0; s < b; ++s)
-    for (index_t page = 0; page * page_size < opt.lengths[static_cast<std::size_t>(s)]; ++page) {
-      const std::int32_t at = table(s, page);
-      detail::require(at >= 0 && at < pool.extent[0], "block_table",
-                      "page indices in [0, P = " + std::to_string(pool.extent[0]) + ")",
-                      "block_table(" + std::to_string(s) + ", " + std::to_string(page) + ") = " + std::to_string(at));
-    }
   // The logical (B, capacity, 1, D) cache: rows are found through the table.
-  const view4<const float> logical{pool.data, {b, capacity, 1, d}, pool.stride};
+  const view4<const float> logical = detail::logical_cache(pool, b, capacity);
   const detail::kv_pages pages{table.data, table.stride[0], page_size};
   detail::run_latent<Backend>(detail::latent_problem(q, logical, pages, out, lse, opt), opt, exec);
 }

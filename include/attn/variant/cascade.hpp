@@ -1,0 +1,136 @@
+// SPDX-FileCopyrightText: 2026 The attn authors
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "attn/backend/registry.hpp"
+#include "attn/core/executor.hpp"
+#include "attn/core/kv_cache.hpp"
+#include "attn/core/main_loop.hpp"
+#include "attn/core/tensor.hpp"
+#include "attn/core/validate.hpp"
+#include "attn/mask/masks.hpp"
+#include "attn/variant/dense.hpp"
+
+// Cascade attention (shared prefix; FlashInfer's cascade inference). B
+// sequences share their first Np keys (a system prompt, few-shot examples)
+// and each continues with its own suffix; sequence b's keys are
+//   prefix_k[0, Np) followed by its suffix keys [0, len_b).
+// Two passes on the core loop and one merge (DESIGN §2):
+//   1. every query of every sequence against the prefix, as ONE sequence of
+//      B x Nq queries, so the prefix K/V is read once per query tile rather
+//      than once per sequence;
+//   2. each sequence against its own suffix (contiguous or paged, ragged
+//      lengths), each row merged with its prefix result as it is stored.
+// The result equals softmax attention over the concatenated keys.
+namespace attn {
+
+namespace detail {
+
+// A (B, Nq, H, D) view as the one sequence (1, B x Nq, H, D) of its rows;
+// needs rows in token-major order (batch stride = Nq x row stride).
+template <class T>
+strided_view<T, 4> fold_batch(const strided_view<T, 4>& x, const char* name) {
+  const index_t b = x.extent[0], n = x.extent[1];
+  require(b <= 1 || x.stride[0] == n * x.stride[1], name,
+          "token-major rows, batch stride = Nq x row stride (" + std::to_string(n * x.stride[1]) +
+              "), so that all sequences' queries form the shared prefix's one pass",
+          "batch stride " + std::to_string(x.stride[0]));
+  return {x.data, {1, b * n, x.extent[2], x.extent[3]}, {0, x.stride[1], x.stride[2], x.stride[3]}};
+}
+template <class T>
+strided_view<T, 3> fold_batch(const strided_view<T, 3>& x, const char* name) {
+  const index_t b = x.extent[0], n = x.extent[1];
+  require(b <= 1 || x.stride[0] == n * x.stride[1], name,
+          "token-major rows, batch stride = Nq x row stride (" + std::to_string(n * x.stride[1]) + ")",
+          "batch stride " + std::to_string(x.stride[0]));
+  return {x.data, {1, b * n, x.extent[2]}, {0, x.stride[1], x.stride[2]}};
+}
+
+// Runs the cascade once the suffix problem `suffix` (checked, lse present)
+// is built: the prefix pass into out/lse, then the suffix pass merged in.
+template <class Backend, class Exec>
+void run_cascade(softmax_problem suffix, view4<const float> prefix_k, view4<const float> prefix_v,
+                 const softmax_options& opt, const Exec& exec) {
+  const index_t hkv = suffix.hkv(), dk = suffix.dk(), dv = suffix.dv();
+  require_view(prefix_k, "prefix_k", dims({{"1", 1}, {"Np", -1}, {"Hkv", hkv}, {"Dk", dk}}),
+               prefix_k.extent[0] == 1 && prefix_k.extent[2] == hkv && prefix_k.extent[3] == dk);
+  require_view(prefix_v, "prefix_v", dims({{"1", 1}, {"Np", prefix_k.extent[1]}, {"Hkv", hkv}, {"Dv", dv}}),
+               prefix_v.extent[0] == 1 && prefix_v.extent[1] == prefix_k.extent[1] && prefix_v.extent[2] == hkv &&
+                   prefix_v.extent[3] == dv);
+  require_disjoint(suffix.out, "out", prefix_k, "prefix_k");
+  require_disjoint(suffix.out, "out", prefix_v, "prefix_v");
+  require_disjoint(suffix.lse, "lse", prefix_k, "prefix_k");
+  require_disjoint(suffix.lse, "lse", prefix_v, "prefix_v");
+  require(!opt.window && opt.document_ids.empty() && !opt.prefix_lm && !opt.alibi && !opt.alibi_slopes &&
+              opt.bias.empty(),
+          "softmax_options", "only scale, causal, sinks, softcap, kv_lengths and num_splits in a cascade",
+          "a window, documents, prefix-LM, ALiBi or bias");
+  if (opt.causal)  // the queries are each sequence's last tokens: past the prefix
+    for (index_t b = 0; b < suffix.batch(); ++b)
+      require(suffix.nk_of(b) >= suffix.nq(), opt.kv_lengths.empty() ? "k" : "kv_lengths",
+              "causal: every suffix at least Nq = " + std::to_string(suffix.nq()) +
+                  " keys long (the queries are its last tokens)",
+              "sequence " + std::to_string(b) + " with " + std::to_string(suffix.nk_of(b)) + " keys");
+  // 1. The prefix pass: all B x Nq queries, every prefix key visible.
+  softmax_problem prefix = suffix;
+  prefix.q = fold_batch(suffix.q, "q");
+  prefix.out = fold_batch(suffix.out, "out");
+  prefix.lse = fold_batch(suffix.lse, "lse");
+  prefix.k = prefix_k;
+  prefix.v = prefix_v;
+  prefix.pages = {};
+  prefix.sequences = {};
+  prefix.sinks = nullptr;
+  softmax_options prefix_opt;
+  prefix_opt.softcap = opt.softcap;
+  prefix_opt.num_splits = opt.num_splits;
+  run_options<Backend>(prefix, prefix_opt, exec);
+  // 2. The suffix pass, merged into the prefix's rows (sinks once, here).
+  suffix.merge_into_out = true;
+  run_options<Backend>(suffix, opt, exec);
+}
+
+// lse for the cascade's merge: the caller's, or a scratch (B, Nq, H).
+inline view3<float> cascade_lse(view3<float> lse, const view4<const float>& q, std::vector<float>& scratch) {
+  if (!lse.empty() || q.extent[0] < 0 || q.extent[1] < 0 || q.extent[2] < 0) return lse;  // bad q: checked next
+  scratch.resize(static_cast<std::size_t>(q.extent[0] * q.extent[1] * q.extent[2]));
+  return bsh(scratch.data(), q.extent[0], q.extent[1], q.extent[2]);
+}
+
+}  // namespace detail
+
+// Cascade attention over a shared prefix and contiguous suffixes:
+//   q (B, Nq, Hq, Dk) token-major (batch stride = Nq x row stride, as BSHD),
+//   prefix_k (1, Np, Hkv, Dk), prefix_v (1, Np, Hkv, Dv) shared by all,
+//   k (B, Ns, Hkv, Dk), v (B, Ns, Hkv, Dv) each sequence's own keys (the
+//   first opt.kv_lengths[b] of them when given) -> out (B, Nq, Hq, Dv)
+//   (token-major too), lse (B, Nq, Hq) when given.
+// Options: scale, causal (bottom-right in the sequence: the queries are its
+// last tokens, so every prefix key is visible), sinks, softcap, kv_lengths,
+// num_splits; other mask and modifier fields are an error.
+template <simd_backend Backend = default_backend, executor Exec = serial>
+void cascade_attention(view4<const float> q, view4<const float> prefix_k, view4<const float> prefix_v,
+                       view4<const float> k, view4<const float> v, view4<float> out, view3<float> lse = {},
+                       const softmax_options& opt = {}, const Exec& exec = {}) {
+  std::vector<float> scratch;
+  const view3<float> l = detail::cascade_lse(lse, q, scratch);
+  detail::run_cascade<Backend>(detail::make_softmax_problem(q, k, v, out, l, opt), prefix_k, prefix_v, opt, exec);
+}
+
+// The same with each sequence's suffix in a paged cache (opt.kv_lengths
+// required), as attention(q, paged_kv, ...).
+template <simd_backend Backend = default_backend, executor Exec = serial>
+void cascade_attention(view4<const float> q, view4<const float> prefix_k, view4<const float> prefix_v,
+                       const paged_kv& suffix, view4<float> out, view3<float> lse = {},
+                       const softmax_options& opt = {}, const Exec& exec = {}) {
+  std::vector<float> scratch;
+  const view3<float> l = detail::cascade_lse(lse, q, scratch);
+  detail::run_cascade<Backend>(detail::make_paged_problem(q, suffix, out, l, opt), prefix_k, prefix_v, opt, exec);
+}
+
+}  // namespace attn
