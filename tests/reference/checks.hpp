@@ -2,6 +2,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <exception>
@@ -9,6 +10,7 @@
 #include <initializer_list>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -235,6 +237,23 @@ struct backend_name {
   template <class B>
   static std::string GetName(int) {
     return B::name;
+  }
+};
+
+// A caller-owned parallel loop for attn::parallel_for_executor: `threads`
+// std::threads pull indices from a shared counter (the calling thread is
+// one of them).
+struct thread_loop {
+  std::size_t threads;
+  void operator()(std::size_t n, const attn::index_body& body) const {
+    std::atomic<std::size_t> next{0};
+    auto work = [&] {
+      for (std::size_t i = next.fetch_add(1); i < n; i = next.fetch_add(1)) body(i);
+    };
+    std::vector<std::thread> pool;
+    for (std::size_t t = 1; t < threads; ++t) pool.emplace_back(work);
+    work();
+    for (std::thread& t : pool) t.join();
   }
 };
 

@@ -30,21 +30,7 @@ namespace ref = attn::ref;
 // ---------------------------------------------------------------------------
 // Executors under test.
 
-// A caller-owned parallel loop: `threads` std::threads pull indices from a
-// shared counter (the calling thread is one of them).
-struct thread_loop {
-  std::size_t threads;
-  void operator()(std::size_t n, const attn::index_body& body) const {
-    std::atomic<std::size_t> next{0};
-    auto work = [&] {
-      for (std::size_t i = next.fetch_add(1); i < n; i = next.fetch_add(1)) body(i);
-    };
-    std::vector<std::thread> pool;
-    for (std::size_t t = 1; t < threads; ++t) pool.emplace_back(work);
-    work();
-    for (auto& t : pool) t.join();
-  }
-};
+using attn::ref::thread_loop;
 using thread_executor = attn::parallel_for_executor<thread_loop>;
 static_assert(attn::executor<thread_executor>, "the std::thread loop must model attn::executor");
 
