@@ -56,6 +56,7 @@ def main(path):
         decode(by_key, decode_families)
     masks(by_key)
     latent(by_key)
+    serving(by_key)
 
 
 def prefill(by_key, attn_families):
@@ -207,6 +208,39 @@ def latent(by_key):
                     f"{ms(up):.2f}" if up else "–",
                     f"{ms(up) / ms(b):.2f}" if up else "–",
                     f"{rate(up, 'GB/s') * ms(up) / (rate(b, 'GB/s') * ms(b)):.1f}x" if up else "–"]
+            print("| " + " | ".join(cols) + " |")
+
+
+def serving(by_key):
+    """Table of bench/serving_bench.cpp: GQA decode over a contiguous and a
+    paged cache (one sequence, or 8 ragged ones) against the read roofline
+    over the same K/V bytes and the naive Eigen form."""
+    families = sorted({f for f, _ in by_key if f.startswith("serving_decode<")})
+    if not families:
+        return
+    print("\nServing decode, Nq=1, Hq=32, Hkv=8, d=128, fp32; B=8 ragged: len_b = Nkv (b+1)/8 "
+          "rounded down to 64, at least 1024; paged: 64-token pages in shuffled order "
+          "(median ms; GB/s of the K/V bytes read; ratios from the same run)\n")
+    print("| backend | B | Nkv | threads | attn ms | GB/s | read roofline GB/s | attn / roofline | "
+          "paged ms | paged / contiguous time | naive Eigen ms | × naive |")
+    print("|" + "---|" * 12)
+    for fam in families:
+        backend = fam[len("serving_decode<"):-1]
+        for (f, key), b in sorted(by_key.items(), key=lambda kv: tuple(
+                int(dict(kv[0][1]).get(x, 0)) for x in ("threads", "B", "Nkv"))):
+            if f != fam:
+                continue
+            a = dict(key)
+            roof = by_key.get(("serving_read_roofline", key))
+            paged = by_key.get((f"serving_decode_paged<{backend}>", key))
+            naive = by_key.get(("serving_naive_eigen", key))
+            cols = [backend, a["B"], a["Nkv"], a["threads"], f"{ms(b):.2f}", f"{rate(b, 'GB/s'):.1f}",
+                    f"{rate(roof, 'GB/s'):.1f}" if roof else "–",
+                    f"{rate(b, 'GB/s') / rate(roof, 'GB/s'):.2f}" if roof else "–",
+                    f"{ms(paged):.2f}" if paged else "–",
+                    f"{ms(paged) / ms(b):.2f}" if paged else "–",
+                    f"{ms(naive):.2f}" if naive else "–",
+                    f"{ms(naive) / ms(b):.2f}" if naive else "–"]
             print("| " + " | ".join(cols) + " |")
 
 
