@@ -61,7 +61,7 @@ std::vector<std::int32_t> sequence_lengths(index_t batch, index_t nkv) {
 struct serving_problem {
   index_t batch, nkv;  // nkv: the capacity, the longest sequence
   std::vector<std::int32_t> lengths;
-  std::vector<float> q, out, lse;
+  attn::bench::float_buffer q, out, lse;
   serving_problem(index_t b, index_t n)
       : batch(b),
         nkv(n),
@@ -99,7 +99,7 @@ struct serving_problem {
 
 // K and V (B, Nkv, Hkv, d), sequence b's first len_b rows filled.
 struct contiguous_cache {
-  std::vector<float> k, v;
+  attn::bench::float_buffer k, v;
   explicit contiguous_cache(const serving_problem& p)
       : k(std::size_t(p.batch * p.nkv * row)), v(k.size()) {
     for (index_t b = 0; b < p.batch; ++b)
@@ -115,7 +115,7 @@ struct contiguous_cache {
 // out in shuffled order; block table (B, Nkv / 64), unused entries 0.
 struct paged_pool {
   index_t pages = 0, max_pages;
-  std::vector<float> k, v;
+  attn::bench::float_buffer k, v;
   std::vector<std::int32_t> table;
   explicit paged_pool(const serving_problem& p) : max_pages(p.nkv / page) {
     for (const std::int32_t len : p.lengths) pages += (len + page - 1) / page;

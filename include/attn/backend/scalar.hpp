@@ -39,6 +39,7 @@ struct scalar {
   // drops the same vanishing scores.
   static vec exp2(vec x) { return x < -126.5f ? 0.0f : std::exp2(x); }
   static float reduce_add(vec x) { return x; }
+  static vec reduce_add_lanes(const vec* rows) { return rows[0]; }
   static float reduce_max(vec x) { return x; }
 };
 

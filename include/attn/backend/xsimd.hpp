@@ -32,6 +32,37 @@ inline xsimd::batch<float, Arch> fused_multiply_add(const xsimd::batch<float, Ar
 }
 #endif
 
+// Lane i of the result = the sum of the lanes of rows[i], i < the width.
+// xsimd's haddp does this on every arch but AVX-512, where xsimd 8.1 returns
+// the sums in a permuted lane order; that one ISA has its own tree here.
+template <class Arch>
+inline xsimd::batch<float, Arch> sum_each(const xsimd::batch<float, Arch>* rows, xsimd::generic) {
+  return xsimd::haddp(rows);
+}
+#if XSIMD_WITH_AVX512F
+template <class Arch>
+inline xsimd::batch<float, Arch> sum_each(const xsimd::batch<float, Arch>* rows, xsimd::avx512f) {
+  // Per 128-bit chunk: pairs of rows, then quadruples (4 sums of a chunk's
+  // lanes); then the chunks of 4 quadruples are transposed and added.
+  __m512 pairs[8], quads[4];
+  for (int i = 0; i < 8; ++i) {
+    const __m512 a = rows[2 * i], b = rows[2 * i + 1];
+    pairs[i] = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+  }
+  for (int i = 0; i < 4; ++i) {
+    const __m512 a = pairs[2 * i], b = pairs[2 * i + 1];
+    quads[i] = _mm512_add_ps(_mm512_shuffle_ps(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_ps(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+  }
+  const __m512 q01 = _mm512_add_ps(_mm512_shuffle_f32x4(quads[0], quads[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                                   _mm512_shuffle_f32x4(quads[0], quads[1], _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m512 q23 = _mm512_add_ps(_mm512_shuffle_f32x4(quads[2], quads[3], _MM_SHUFFLE(1, 0, 1, 0)),
+                                   _mm512_shuffle_f32x4(quads[2], quads[3], _MM_SHUFFLE(3, 2, 3, 2)));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(q01, q23, _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_f32x4(q01, q23, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+#endif
+
 }  // namespace detail
 
 // Register blocking per xsimd architecture. The generic entry suits any ISA
@@ -41,8 +72,8 @@ template <class Arch>
 struct xsimd_blocking {
   static constexpr int score_keys = 6;        // 6 x 2 accumulators + 2 loads
   static constexpr int score_query_vecs = 2;  //   = 14 of 16 registers
-  static constexpr int dot_rows = 4;          // decode tiles: 4 x 3 accumulators
-  static constexpr int dot_keys = 3;          //   + 3 key vectors + 1 query vector
+  static constexpr int dot_rows = 4;          // decode tiles: 4 x 2 accumulators, reduced 8 at a
+  static constexpr int dot_keys = 2;          //   time (one transpose-add tree per block)
   static constexpr int pv_rows = 6;
   static constexpr int pv_col_vecs = 2;
   static constexpr int query_tile_rows = 96;
@@ -56,8 +87,8 @@ template <class Arch>
 struct xsimd_blocking<Arch> {
   static constexpr int score_keys = 6;
   static constexpr int score_query_vecs = 2;
-  static constexpr int dot_rows = 4;          // 4 x 6 accumulators
-  static constexpr int dot_keys = 6;
+  static constexpr int dot_rows = 4;          // 4 x 4 accumulators: one 16-lane
+  static constexpr int dot_keys = 4;          //   transpose-add tree per block
   static constexpr int pv_rows = 6;           // 6 x 4 accumulators
   static constexpr int pv_col_vecs = 4;
   static constexpr int query_tile_rows = 96;
@@ -111,6 +142,10 @@ struct xsimd_backend : xsimd_blocking<Arch> {
   }
 
   static float reduce_add(vec x) { return xsimd::hadd(x); }
+  // Lane i of the result is the sum of the lanes of rows[i], i < width: a
+  // transpose-add tree, about 2 shuffles and 1 add per vector instead of a
+  // whole reduction each.
+  static vec reduce_add_lanes(const vec* rows) { return detail::sum_each(rows, Arch{}); }
   static float reduce_max(vec x) {
     alignas(64) float lanes[width];
     x.store_unaligned(lanes);

@@ -86,8 +86,26 @@ inline void score_dot_block(const float* k, index_t k_stride, index_t dk,  // k:
       for (int c = 0; c < Keys; ++c) acc[r][c] = B::fma(kv[c], qv, acc[r][c]);
     }
   }
-  for (int r = 0; r < Rows; ++r)
-    for (int c = 0; c < Keys; ++c) st[c * lds + r] = B::reduce_add(acc[r][c]);
+  if constexpr (requires(const vec* rows) { B::reduce_add_lanes(rows); }) {
+    // Reduced W accumulators at a time, lane i = c * Rows + r: S^T rows of
+    // the block come out contiguous.
+    constexpr int count = Rows * Keys;
+    constexpr int groups = (count + W - 1) / W;
+    alignas(64) float sums[groups * W];
+    for (int gi = 0; gi < groups; ++gi) {
+      vec rows[W];
+      for (int i = 0; i < W; ++i) {
+        const int f = gi * static_cast<int>(W) + i;
+        rows[i] = f < count ? acc[f % Rows][f / Rows] : B::zero();
+      }
+      B::store(sums + gi * W, B::reduce_add_lanes(rows));
+    }
+    for (int c = 0; c < Keys; ++c)
+      for (int r = 0; r < Rows; ++r) st[c * lds + r] = sums[c * Rows + r];
+  } else {
+    for (int r = 0; r < Rows; ++r)
+      for (int c = 0; c < Keys; ++c) st[c * lds + r] = B::reduce_add(acc[r][c]);
+  }
 }
 
 // A blocked loop over [0, count): f(start, std::integral_constant<int, n>)
