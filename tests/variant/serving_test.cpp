@@ -20,6 +20,7 @@
 
 #include "attn/attn.hpp"
 #include "reference/checks.hpp"
+#include "reference/latent_reference.hpp"
 #include "reference/random.hpp"
 #include "reference/softmax_reference.hpp"
 
@@ -369,6 +370,55 @@ TYPED_TEST(Serving, NanStaysInItsSequence) {
     }
 }
 
+// Latent attention with packed (varlen) queries, over a contiguous and a
+// paged cache (pages of 16 rows, shuffled), causal or not, against the latent
+// oracle per sequence. Native backend, serial and two threads (the backends
+// are covered by tests/variant/latent_test.cpp).
+TEST(ServingLatent, VarlenQueriesMatchTheOraclePerSequence) {
+  const std::vector<std::int32_t> cu_q{0, 3, 3, 4, 12};
+  const std::vector<std::int32_t> lengths{40, 7, 0, 150};
+  const index_t tq = cu_q.back(), h = 16, dc = 32, d = 48, capacity = 160, page = 16;
+  ref::rng g(29);
+  const ref::tensor4 q = ref::random<4>(g, {1, tq, h, d}, ref::bshd_memory);
+  const ref::tensor4 cache = ref::random<4>(g, {4, capacity, 1, d}, ref::bshd_memory);
+  // The pool: page p of sequence b at slot table[b][p], slots shuffled.
+  const index_t max_pages = capacity / page;
+  std::vector<std::int32_t> table(static_cast<std::size_t>(4 * max_pages));
+  std::iota(table.begin(), table.end(), 0);
+  std::shuffle(table.begin(), table.end(), std::mt19937_64(4));
+  ref::tensor4 pool = ref::filled<4>({4 * max_pages, page, 1, d}, ref::bshd_memory, 0.0f);
+  for (index_t b = 0; b < 4; ++b)
+    for (index_t j = 0; j < capacity; ++j)
+      for (index_t c = 0; c < d; ++c) pool.view(table[b * max_pages + j / page], j % page, 0, c) = cache.view(b, j, 0, c);
+  const attn::paged_cache paged{pool.cview(), {table.data(), {4, max_pages}, {max_pages, 1}}};
+  const attn::view3<const float> q3{q.view.data, {tq, h, d}, {h * d, d, 1}};
+  for (const bool causal : {false, true})
+    for (const bool use_pages : {false, true})
+      for (const int threads : {1, 2}) {
+        ref::tensor4 out = ref::filled<4>({1, tq, h, dc}, ref::bshd_memory, sentinel);
+        ref::tensor3 lse = ref::filled<3>({1, tq, h}, ref::bsh_memory, sentinel);
+        const attn::view3<float> out3{out.view.data, {tq, h, dc}, {h * dc, dc, 1}};
+        const attn::strided_view<float, 2> lse2{lse.view.data, {tq, h}, {h, 1}};
+        attn::latent_options opt;
+        opt.scale = 0.15f;
+        opt.dc = dc;
+        opt.causal = causal;
+        opt.lengths = lengths;
+        if (use_pages)
+          attn::latent_varlen_attention(q3, paged, out3, lse2, cu_q, opt, attn::openmp{threads});
+        else
+          attn::latent_varlen_attention(q3, cache.cview(), out3, lse2, cu_q, opt, attn::openmp{threads});
+        for (std::size_t s = 0; s + 1 < cu_q.size(); ++s) {
+          const index_t q0 = cu_q[s], nq = cu_q[s + 1] - q0;
+          const std::vector<std::int32_t> length{lengths[s]};
+          const ref::softmax_result want =
+              ref::latent_attention(rows(q.cview(), q0, nq), sequence(cache.cview(), s, capacity), dc, 0.15, length, causal);
+          EXPECT_TRUE(ref::within_contract(rows<const float>(out.view, q0, nq), rows<const float>(lse.view, q0, nq), want))
+              << "sequence " << s << (causal ? " causal" : "") << (use_pages ? " paged" : "") << " threads " << threads;
+        }
+      }
+}
+
 // ---------------------------------------------------------------------------
 // Bad input: a clear error naming the argument, and nothing written.
 
@@ -454,6 +504,35 @@ TEST(ServingVarlenErrors, CuSeqlens) {
   EXPECT_TRUE(ref::throws_naming(call({}, {}), {"cu_seqlens"}));
   EXPECT_TRUE(std::all_of(out.storage.begin(), out.storage.end(), [](float x) { return x == sentinel; }));
   EXPECT_NO_THROW(call({0, 4, 6}, {0, 4, 9})());
+}
+
+TEST(ServingLatentErrors, Varlen) {
+  ref::rng g(3);
+  const ref::tensor4 q = ref::random<4>(g, {1, 5, 2, 24}, ref::bshd_memory);
+  const ref::tensor4 cache = ref::random<4>(g, {2, 8, 1, 24}, ref::bshd_memory);
+  ref::tensor4 out = ref::filled<4>({1, 5, 2, 16}, ref::bshd_memory, sentinel);
+  const attn::view3<const float> q3{q.view.data, {5, 2, 24}, {48, 24, 1}};
+  const attn::view3<float> out3{out.view.data, {5, 2, 16}, {32, 16, 1}};
+  attn::latent_options opt;
+  opt.scale = 0.2f;
+  opt.dc = 16;
+  const std::vector<std::int32_t> three{0, 1, 2, 5}, two{0, 2, 5}, lengths{9, 1};
+  EXPECT_TRUE(ref::throws_naming([&] { attn::latent_varlen_attention(q3, cache.cview(), out3, {}, three, opt); },
+                                 {"cache", "B=3"}));
+  opt.lengths = lengths;
+  EXPECT_TRUE(ref::throws_naming([&] { attn::latent_varlen_attention(q3, cache.cview(), out3, {}, two, opt); },
+                                 {"lengths", "lengths[0] = 9"}));
+  opt.lengths = {};
+  const std::vector<std::int32_t> table{0, 1};
+  const attn::paged_cache paged{cache.cview(), {table.data(), {2, 1}, {1, 1}}};
+  EXPECT_TRUE(ref::throws_naming([&] { attn::latent_varlen_attention(q3, paged, out3, {}, two, opt); },
+                                 {"lengths", "paged"}));
+  opt.dc = 25;
+  EXPECT_TRUE(ref::throws_naming([&] { attn::latent_varlen_attention(q3, cache.cview(), out3, {}, two, opt); },
+                                 {"dc"}));
+  EXPECT_TRUE(std::all_of(out.storage.begin(), out.storage.end(), [](float x) { return x == sentinel; }));
+  opt.dc = 16;
+  EXPECT_NO_THROW(attn::latent_varlen_attention(q3, cache.cview(), out3, {}, two, opt));
 }
 
 TEST_F(ServingErrors, Cascade) {

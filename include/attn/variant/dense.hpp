@@ -240,59 +240,6 @@ inline softmax_problem make_paged_problem(view4<const float> q, const paged_kv& 
   return make_softmax_problem(views, lse, opt);
 }
 
-// cu_seqlens (B + 1): non-decreasing row offsets from >= 0 to <= rows (the
-// packed tensor's T). Returns the longest sequence.
-inline index_t check_cu_seqlens(std::span<const std::int32_t> cu, const char* name, index_t rows) {
-  require(!cu.empty(), name, "B + 1 offsets (cu_seqlens)", "an empty span");
-  require(cu[0] >= 0, name, "offsets >= 0", std::string(name) + "[0] = " + std::to_string(cu[0]));
-  index_t longest = 0;
-  for (std::size_t s = 1; s < cu.size(); ++s) {
-    require(cu[s] >= cu[s - 1], name, "non-decreasing offsets",
-            std::string(name) + "[" + std::to_string(s) + "] = " + std::to_string(cu[s]) + " < " +
-                std::to_string(cu[s - 1]));
-    longest = std::max<index_t>(longest, cu[s] - cu[s - 1]);
-  }
-  require(cu.back() <= rows, name, "offsets up to the packed rows T = " + std::to_string(rows),
-          std::string(name) + "[" + std::to_string(cu.size() - 1) + "] = " + std::to_string(cu.back()));
-  return longest;
-}
-
-// A packed (T, H, D) view as the (B, longest, H, D) batch of its sequences:
-// batch stride 0, rows offset per sequence (sequence_layout::q_starts).
-template <class T>
-view4<T> packed_batch(const view3<T>& x, index_t batch, index_t longest) {
-  return {x.data, {batch, longest, x.extent[1], x.extent[2]}, {0, x.stride[0], x.stride[1], x.stride[2]}};
-}
-
-// Packed queries: q (Tq, Hq, Dk), out (Tq, Hq, Dv), lse (Tq, Hq) or empty,
-// checked against cu_seqlens_q, each other and the inputs, as the (B,
-// longest, H, D) views of their sequences.
-struct packed_queries {
-  view4<const float> q;
-  view4<float> out;
-  view3<float> lse;
-};
-inline packed_queries checked_packed_queries(view3<const float> q, view3<float> out, strided_view<float, 2> lse,
-                                             std::span<const std::int32_t> cu_seqlens_q, index_t dv,
-                                             std::initializer_list<std::pair<view4<const float>, const char*>> inputs) {
-  const index_t tq = q.extent[0], hq = q.extent[1];
-  const index_t batch = static_cast<index_t>(cu_seqlens_q.size()) - 1;
-  const index_t longest = check_cu_seqlens(cu_seqlens_q, "cu_seqlens_q", tq);
-  const view4<const float> rows = packed_batch(q, 1, tq);
-  check_written(out, "out", dims({{"Tq", tq}, {"Hq", hq}, {"Dv", dv}}),
-                out.extent == std::array<index_t, 3>{tq, hq, dv}, {{rows, "q"}});
-  for (const auto& [view, name] : inputs) require_disjoint(out, "out", view, name);
-  if (!lse.empty()) {
-    check_written(lse, "lse", dims({{"Tq", tq}, {"Hq", hq}}), lse.extent == std::array<index_t, 2>{tq, hq},
-                  {{rows, "q"}});
-    for (const auto& [view, name] : inputs) require_disjoint(lse, "lse", view, name);
-    require_disjoint(lse, "lse", out, "out");
-  }
-  const view3<float> lse3 =
-      lse.empty() ? view3<float>{} : view3<float>{lse.data, {batch, longest, hq}, {0, lse.stride[0], lse.stride[1]}};
-  return {packed_batch(q, batch, longest), packed_batch(out, batch, longest), lse3};
-}
-
 }  // namespace detail
 
 // Softmax attention (DESIGN §1): out = softmax(scale * q k^T [+ mask]) v,

@@ -52,17 +52,22 @@ namespace detail {
 // all heads.
 inline constexpr index_t latent_tile_rows = 128;
 
+// dc and the scale against rows of Dc + Dr = d channels.
+inline void check_latent_options(index_t d, const latent_options& opt) {
+  require(opt.dc >= 1 && opt.dc <= d, "dc", "latent channels in [1, Dc + Dr = " + std::to_string(d) + "]",
+          opt.dc);
+  require(opt.scale.has_value(), "scale", "the model's softmax scale (e.g. 1/sqrt(192) for DeepSeek-V3)",
+          "none");
+  require(std::isfinite(*opt.scale), "scale", "a finite value", *opt.scale);
+}
+
 // The checks every latent entry makes: q, out, lse and options against the
 // cache's storage (a contiguous cache or the page pool) and its extents.
 inline void check_latent(view4<const float> q, view4<const float> storage, const char* storage_name,
                          index_t nk, view4<float> out, view3<float> lse, const latent_options& opt) {
   const index_t b = q.extent[0], nq = q.extent[1], h = q.extent[2], d = q.extent[3];
   require_view(q, "q", "(B, Nq, H, Dc + Dr) with H, Dc + Dr >= 1", h >= 1 && d >= 1);
-  require(opt.dc >= 1 && opt.dc <= d, "dc", "latent channels in [1, Dc + Dr = " + std::to_string(d) + "]",
-          opt.dc);
-  require(opt.scale.has_value(), "scale", "the model's softmax scale (e.g. 1/sqrt(192) for DeepSeek-V3)",
-          "none");
-  require(std::isfinite(*opt.scale), "scale", "a finite value", *opt.scale);
+  check_latent_options(d, opt);
   require_view(out, "out", dims({{"B", b}, {"Nq", nq}, {"H", h}, {"Dc", opt.dc}}),
                out.extent == std::array<index_t, 4>{b, nq, h, opt.dc});
   require_distinct(out, "out");
@@ -95,6 +100,32 @@ void run_latent(const softmax_problem& p, const latent_options& opt, const Exec&
     run_softmax<Backend>(p, kv_length_mask{opt.lengths.data(), p.nq(), opt.causal}, no_modifier{}, exec);
   else if (opt.causal)
     run_softmax<Backend>(p, causal_mask{p.nk() - p.nq()}, no_modifier{}, exec);
+  else
+    run_softmax<Backend>(p, no_mask{}, no_modifier{}, exec);
+}
+
+// Packed (varlen) queries over a checked cache (its logical (B, capacity, 1,
+// D) view, pages, and the storage out must not overlap): q (Tq, H, D) with
+// cu_seqlens_q (B + 1) -> out (Tq, H, Dc), lse (Tq, H). Causal aligns each
+// sequence's queries with its last keys.
+template <class Backend, class Exec>
+void run_latent_varlen(view3<const float> q, view4<const float> cache, kv_pages pages,
+                       view4<const float> storage, const char* storage_name, view3<float> out,
+                       strided_view<float, 2> lse, std::span<const std::int32_t> cu_seqlens_q,
+                       const latent_options& opt, const Exec& exec) {
+  require_view(q, "q", "(Tq, H, Dc + Dr) with H, Dc + Dr >= 1", q.extent[1] >= 1 && q.extent[2] >= 1);
+  require(q.extent[2] == cache.extent[3], "q", "rows of Dc + Dr = " + std::to_string(cache.extent[3]) + " channels",
+          shape_string(q));
+  check_latent_options(q.extent[2], opt);
+  const packed_queries pq = checked_packed_queries(q, out, lse, cu_seqlens_q, opt.dc, {{storage, storage_name}});
+  if (!opt.lengths.empty())
+    kv_length_mask{opt.lengths.data(), 1, false}.check(
+        problem_shape{cache.extent[0], q.extent[1], 1, cache.extent[1]});
+  softmax_problem p = latent_problem(pq.q, cache, pages, pq.out, pq.lse, opt);
+  p.sequences.q_starts = cu_seqlens_q.data();
+  if (opt.causal)
+    run_softmax<Backend>(p, per_sequence{[&p](index_t b) { return causal_mask{p.nk_of(b) - p.nq_of(b)}; }},
+                         no_modifier{}, exec);
   else
     run_softmax<Backend>(p, no_mask{}, no_modifier{}, exec);
 }
@@ -137,6 +168,45 @@ void latent_attention(view4<const float> q, const paged_cache& cache, view4<floa
   const view4<const float> logical = detail::logical_cache(pool, b, capacity);
   const detail::kv_pages pages{table.data, table.stride[0], page_size};
   detail::run_latent<Backend>(detail::latent_problem(q, logical, pages, out, lse, opt), opt, exec);
+}
+
+// Latent attention with packed (varlen) queries, FlashAttention's varlen
+// form (chunked prefill of several sequences): q (Tq, H, Dc + Dr) with
+// sequence b's queries in rows [cu_seqlens_q[b], cu_seqlens_q[b + 1]), the
+// cache (B, Nk, 1, Dc + Dr) -> out (Tq, H, Dc), lse (Tq, H) or {}.
+// opt.lengths (optional) gives each sequence's keys; with causal, a
+// sequence's queries are its last tokens (bottom-right per sequence).
+template <simd_backend Backend = default_backend, executor Exec = serial>
+void latent_varlen_attention(view3<const float> q, view4<const float> cache, view3<float> out,
+                             strided_view<float, 2> lse, std::span<const std::int32_t> cu_seqlens_q,
+                             const latent_options& opt, const Exec& exec = {}) {
+  detail::require(!cu_seqlens_q.empty(), "cu_seqlens_q", "B + 1 offsets (cu_seqlens)", "an empty span");
+  const index_t b = static_cast<index_t>(cu_seqlens_q.size()) - 1;
+  detail::require_view(cache, "cache", detail::dims({{"B", b}, {"Nk", -1}, {"1", -1}, {"Dc + Dr", -1}}) + " with Dc + Dr >= 1",
+                       cache.extent[0] == b && cache.extent[2] == 1 && cache.extent[3] >= 1);
+  if (!opt.lengths.empty())
+    detail::require(static_cast<index_t>(opt.lengths.size()) == b, "lengths",
+                    "one key count per sequence (B = " + std::to_string(b) + ")",
+                    std::to_string(opt.lengths.size()) + " counts");
+  detail::run_latent_varlen<Backend>(q, cache, {}, cache, "cache", out, lse, cu_seqlens_q, opt, exec);
+}
+
+// The same over a paged cache (opt.lengths required).
+template <simd_backend Backend = default_backend, executor Exec = serial>
+void latent_varlen_attention(view3<const float> q, const paged_cache& cache, view3<float> out,
+                             strided_view<float, 2> lse, std::span<const std::int32_t> cu_seqlens_q,
+                             const latent_options& opt, const Exec& exec = {}) {
+  detail::require(!cu_seqlens_q.empty(), "cu_seqlens_q", "B + 1 offsets (cu_seqlens)", "an empty span");
+  const index_t b = static_cast<index_t>(cu_seqlens_q.size()) - 1;
+  const view4<const float>& pool = cache.pages;
+  detail::require_view(pool, "pages", detail::dims({{"P", -1}, {"page_size", -1}, {"1", -1}, {"Dc + Dr", -1}}) +
+                                          " with page_size, Dc + Dr >= 1",
+                       pool.extent[1] >= 1 && pool.extent[2] == 1 && pool.extent[3] >= 1);
+  const index_t page_size = pool.extent[1];
+  const index_t capacity = detail::check_block_table(cache.block_table, b, pool.extent[0], page_size, opt.lengths, "lengths");
+  const detail::kv_pages pages{cache.block_table.data, cache.block_table.stride[0], page_size};
+  detail::run_latent_varlen<Backend>(q, detail::logical_cache(pool, b, capacity), pages, pool, "pages", out, lse,
+                                     cu_seqlens_q, opt, exec);
 }
 
 }  // namespace attn
