@@ -7,8 +7,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <cmath>
 #include <array>
+#include <cmath>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -52,6 +53,27 @@ struct grid_tensor {
   attn::strided_view<const float, N> cview() const { return view; }
 };
 
+// out and lse against the oracle's result, read through their strided views.
+template <std::size_t R, std::size_t N>
+void expect_matches(index_t batch, const std::array<index_t, R>& length, index_t hq, index_t d,
+                    const grid_tensor<N>& out, const grid_tensor<N - 1>& lse, const ref::softmax_result& want) {
+  ref::grid<R> grid;
+  grid.length = length;
+  const std::vector<float> out_flat = ref::flatten_grid<R>(out.cview(), grid);
+  // lse as a (B, grid, Hq, 1) view, flattened the same way.
+  attn::strided_view<const float, N> lse_n{lse.view.data, {}, {}};
+  for (std::size_t i = 0; i + 1 < N; ++i) {
+    lse_n.extent[i] = lse.view.extent[i];
+    lse_n.stride[i] = lse.view.stride[i];
+  }
+  lse_n.extent[N - 1] = 1;
+  lse_n.stride[N - 1] = 1;
+  const std::vector<float> lse_flat = ref::flatten_grid<R>(lse_n, grid);
+  const index_t tokens = grid.tokens();
+  EXPECT_TRUE(ref::within_contract(attn::bshd<const float>(out_flat.data(), batch, tokens, hq, d),
+                                   attn::bsh<const float>(lse_flat.data(), batch, tokens, hq), want));
+}
+
 template <class Backend, std::size_t R, class Exec = attn::serial>
 void check(index_t batch, const std::array<index_t, R>& length, index_t hq, index_t hkv, index_t d,
            const std::array<neighborhood_dim, R>& dims, const Exec& exec = {}) {
@@ -72,30 +94,25 @@ void check(index_t batch, const std::array<index_t, R>& length, index_t hq, inde
     return e;
   };
   const grid_tensor<N> q(g, extent(hq, d), 0), k(g, extent(hkv, d), 2), v(g, extent(hkv, d), 1);
-  grid_tensor<N> out(g, extent(hq, d), 1, false);
-  std::array<index_t, N - 1> lse_extent{};
-  for (std::size_t i = 0; i + 1 < N; ++i) lse_extent[i] = extent(hq, d)[i];
-  grid_tensor<N - 1> lse(g, lse_extent, 0, false);
+  const ref::softmax_result want = ref::neighborhood_attention<R>(q.cview(), k.cview(), v.cview(), dims);
   attn::neighborhood_options<R> opt;
   opt.dims = dims;
-  attn::neighborhood_attention<Backend>(q.cview(), k.cview(), v.cview(), out.view, lse.view, opt, exec);
-
-  const ref::softmax_result want = ref::neighborhood_attention<R>(q.cview(), k.cview(), v.cview(), dims);
-  ref::grid<R> grid;
-  grid.length = length;
-  const std::vector<float> out_flat = ref::flatten_grid<R>(out.cview(), grid);
-  // lse as a (B, grid, Hq, 1) view, flattened the same way.
-  attn::strided_view<const float, N> lse_n{lse.view.data, {}, {}};
-  for (std::size_t i = 0; i + 1 < N; ++i) {
-    lse_n.extent[i] = lse.view.extent[i];
-    lse_n.stride[i] = lse.view.stride[i];
+  // The public entry (its own choice of kernel), then each kernel forced.
+  using kernel = attn::detail::neighborhood_kernel;
+  for (const std::optional<kernel> forced : {std::optional<kernel>{}, std::optional{kernel::tiles},
+                                             std::optional{kernel::offsets}}) {
+    SCOPED_TRACE(!forced ? "chosen kernel" : *forced == kernel::tiles ? "tiles" : "offsets");
+    grid_tensor<N> out(g, extent(hq, d), 1, false);
+    std::array<index_t, N - 1> lse_extent{};
+    for (std::size_t i = 0; i + 1 < N; ++i) lse_extent[i] = extent(hq, d)[i];
+    grid_tensor<N - 1> lse(g, lse_extent, 0, false);
+    if (forced)
+      attn::detail::neighborhood_run<Backend>(q.cview(), k.cview(), v.cview(), out.view, lse.view, opt, exec,
+                                              forced);
+    else
+      attn::neighborhood_attention<Backend>(q.cview(), k.cview(), v.cview(), out.view, lse.view, opt, exec);
+    expect_matches<R>(batch, length, hq, d, out, lse, want);
   }
-  lse_n.extent[N - 1] = 1;
-  lse_n.stride[N - 1] = 1;
-  const std::vector<float> lse_flat = ref::flatten_grid<R>(lse_n, grid);
-  const index_t tokens = grid.tokens();
-  EXPECT_TRUE(ref::within_contract(attn::bshd<const float>(out_flat.data(), batch, tokens, hq, d),
-                                   attn::bsh<const float>(lse_flat.data(), batch, tokens, hq), want));
 }
 
 template <class Backend>
@@ -120,6 +137,9 @@ TYPED_TEST(NeighborhoodTest, TwoDimensions) {
   check<T, 2>(2, {13, 17}, 4, 1, 16, {neighborhood_dim{5, 2}, neighborhood_dim{4, 1, 2}});  // GQA
   check<T, 2>(1, {12, 10}, 2, 2, 8, {neighborhood_dim{3, 1, 1, true}, neighborhood_dim{5}});  // causal in X only
   check<T, 2>(1, {5, 7}, 2, 2, 8, {neighborhood_dim{5}, neighborhood_dim{7}});  // L = K: dense
+  // Blocked along X (neighbouring rows share no window row), causal along
+  // Y, a head dim that is no multiple of any vector width.
+  check<T, 2>(1, {16, 19}, 2, 2, 80, {neighborhood_dim{4, 1, 4}, neighborhood_dim{3, 1, 1, true}});
   check<T, 2>(1, {24, 24}, 2, 2, 32, {neighborhood_dim{7, 3}, neighborhood_dim{7, 2, 7}}, attn::openmp{2});
 }
 

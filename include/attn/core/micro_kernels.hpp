@@ -108,6 +108,15 @@ inline void score_dot_block(const float* k, index_t k_stride, index_t dk,  // k:
   }
 }
 
+// Calls f(std::integral_constant<int, n>) for a runtime n in [1, Max]
+// (nothing for other n): a kernel instantiated per block size.
+template <int Max, class F>
+inline void with_count(int n, F&& f) {
+  [&]<int... I>(std::integer_sequence<int, I...>) {
+    ((n == I + 1 ? (f(std::integral_constant<int, I + 1>{}), 0) : 0), ...);
+  }(std::make_integer_sequence<int, Max>{});
+}
+
 // A blocked loop over [0, count): f(start, std::integral_constant<int, n>)
 // for blocks of n = Max, then once for the tail, whose smaller n runs a
 // smaller instantiation of the same kernel.
@@ -115,10 +124,94 @@ template <int Max, class F>
 inline void for_each_block(index_t count, F&& f) {
   index_t start = 0;
   for (; start + Max <= count; start += Max) f(start, std::integral_constant<int, Max>{});
-  const auto tail = static_cast<int>(count - start);
-  [&]<int... I>(std::integer_sequence<int, I...>) {
-    ((tail == I + 1 ? (f(start, std::integral_constant<int, I + 1>{}), 0) : 0), ...);
-  }(std::make_integer_sequence<int, Max - 1>{});
+  with_count<Max - 1>(static_cast<int>(count - start), [&](auto n) { f(start, n); });
+}
+
+// for_each_block with blocks of equal size (within one) instead of a short
+// tail: count = 13, Max = 12 runs 7 and 6, keeping every block's
+// accumulator chains independent enough to hide the FMA latency.
+template <int Max, class F>
+inline void for_each_even_block(index_t count, F&& f) {
+  if (count <= 0) return;
+  const index_t blocks = (count + Max - 1) / Max, base = count / blocks, longer = count % blocks;
+  index_t start = 0;
+  for (index_t b = 0; b < blocks; ++b) {
+    const auto n = static_cast<int>(base + (b < longer ? 1 : 0));
+    with_count<Max>(n, [&](auto size) { f(start, size); });
+    start += n;
+  }
+}
+
+// Offset micro-kernels (neighborhood attention, variant/neighborhood.hpp):
+// a vector holds W queries that are consecutive along a grid row, and keys
+// and values are packed transposed (per grid row, one padded row of floats
+// per channel, `pitch` apart), so "the key at offset e" of every lane is W
+// consecutive floats of a channel row. Only pairs inside the lanes' windows
+// are computed; no lane waits on a union of windows.
+//
+// Q query vectors whose windows share a grid row (neighbours along the
+// second-to-last dimension) share its key and value loads: the loads are
+// unaligned by construction (one per offset), so sharing them is what
+// keeps the FMA units fed.
+//
+//   scores: st[q][e][i] = sum over d of qt[q][d][i] kt[d][e + i], e < Offsets
+template <class B, int Q, int Offsets>
+inline void offset_score_block(const float* const* qt, index_t dk,  // qt[q]: (dk, W)
+                               const float* kt, index_t pitch,      // kt: (dk, pitch) at offset 0, lane 0
+                               float* const* st) {                  // st[q]: (Offsets, W)
+  using vec = typename B::vec;
+  constexpr index_t W = static_cast<index_t>(B::width);
+  vec acc[Q][Offsets];
+  for (int q = 0; q < Q; ++q)
+    for (int e = 0; e < Offsets; ++e) acc[q][e] = B::zero();
+  for (index_t d = 0; d < dk; ++d) {
+    vec qv[Q];
+    for (int q = 0; q < Q; ++q) qv[q] = B::load(qt[q] + d * W);
+    const float* k = kt + d * pitch;
+    for (int e = 0; e < Offsets; ++e) {
+      const vec kv = B::load(k + e);
+      for (int q = 0; q < Q; ++q) acc[q][e] = B::fma(qv[q], kv, acc[q][e]);
+    }
+  }
+  for (int q = 0; q < Q; ++q)
+    for (int e = 0; e < Offsets; ++e) B::store(st[q] + e * W, acc[q][e]);
+}
+
+// A run of consecutive offsets in one grid row: its first float in channel
+// 0's row (lane 0), its length, and per query vector that shares it the
+// S^T row it starts at.
+struct offset_run {
+  static constexpr int max_queries = 4;
+  index_t start, count;
+  index_t row[max_queries];
+};
+
+//   values: ot[q][c][i] (+)= sum over runs and e of pt[q][run.row[q] + e][i] vt[c][run.start + e + i]
+// for c < Channels; adds to ot when `accumulate`, else overwrites it.
+template <class B, int Q, int Channels>
+inline void offset_value_block(const float* const* pt, const offset_run* runs, index_t run_count,
+                               const float* vt, index_t pitch,  // vt: (Channels, pitch)
+                               float* const* ot, bool accumulate) {  // ot[q]: (Channels, W)
+  using vec = typename B::vec;
+  constexpr index_t W = static_cast<index_t>(B::width);
+  vec acc[Q][Channels];
+  for (int q = 0; q < Q; ++q)
+    for (int c = 0; c < Channels; ++c) acc[q][c] = accumulate ? B::load(ot[q] + c * W) : B::zero();
+  for (index_t r = 0; r < run_count; ++r) {
+    const float* v = vt + runs[r].start;
+    const float* p[Q];
+    for (int q = 0; q < Q; ++q) p[q] = pt[q] + runs[r].row[q] * W;
+    for (index_t e = 0; e < runs[r].count; ++e) {
+      vec pv[Q];
+      for (int q = 0; q < Q; ++q) pv[q] = B::load(p[q] + e * W);
+      for (int c = 0; c < Channels; ++c) {
+        const vec vv = B::load(v + c * pitch + e);
+        for (int q = 0; q < Q; ++q) acc[q][c] = B::fma(pv[q], vv, acc[q][c]);
+      }
+    }
+  }
+  for (int q = 0; q < Q; ++q)
+    for (int c = 0; c < Channels; ++c) B::store(ot[q] + c * W, acc[q][c]);
 }
 
 // S^T tile: st (keys, ldq) = K tile (keys, dk) . Q^T (dk, ldq).

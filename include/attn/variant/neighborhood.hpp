@@ -429,18 +429,385 @@ void repack_rows(const Token& token, const Grid& grid_view, const Packed& packed
   });
 }
 
-}  // namespace detail
+// The offset kernel's packed keys and values, transposed: per (batch, kv
+// head) slot, per dilation group, per grid row (all coordinates but the
+// last, row-major) one panel of C channel rows, each padded with zeros on
+// both sides so that every query vector's window loads stay inside it. A
+// window row's channels are one compact panel (a few pages), not C planes
+// a page or more apart: the TLB holds a window's rows.
+template <std::size_t R>
+class neighborhood_panels {
+ public:
+  using coords = std::array<index_t, R>;
+  struct group {
+    coords offset, members;
+    index_t rows, first_row;  // outer rows of the group; rows of the groups before it
+    index_t pitch;            // floats per padded channel row
+    index_t first;            // floats per channel of the groups before it
+  };
 
-// Neighborhood attention of rank R = N - 3 (DESIGN §2):
-//   q (B, X[, Y[, Z]], Hq, Dk), k and v (B, X[, Y[, Z]], Hkv, Dk|Dv)
-//   -> out (B, X[, Y[, Z]], Hq, Dv), lse (B, X[, Y[, Z]], Hq) or empty.
-// Any strides; GQA (Hq % Hkv == 0); per-dimension kernel, dilation, stride
-// and causal flag. Extra memory: one tile-major copy of q, k, v and out.
-template <simd_backend Backend = default_backend, std::size_t N, std::size_t R, executor Exec = serial>
-void neighborhood_attention(strided_view<const float, N> q, strided_view<const float, N> k,
-                            strided_view<const float, N> v, strided_view<float, N> out,
-                            strided_view<float, N - 1> lse, const neighborhood_options<R>& opt,
-                            const Exec& exec = {}) {
+  neighborhood_panels(const coords& length, const std::array<neighborhood_dim, R>& dims, index_t width)
+      : dims_(dims), length_(length), pad_(dims[R - 1].kernel) {
+    coords g{}, extent{};
+    for (std::size_t d = 0; d < R; ++d) extent[d] = dims[d].dilation;
+    do {
+      group gr{g, {}, 1, rows_, 0, floats_};
+      for (std::size_t d = 0; d < R; ++d) {
+        gr.members[d] = ceil_div(length[d] - g[d], dims[d].dilation);
+        if (d + 1 < R) gr.rows *= gr.members[d];
+      }
+      // Loads reach offsets in [-(K - 1), K) of a query and W - 1 lanes past it.
+      gr.pitch = pad_ + gr.members[R - 1] + pad_ + width;
+      groups_.push_back(gr);
+      rows_ += gr.rows;
+      floats_ += gr.rows * gr.pitch;
+    } while (next(g, extent));
+  }
+
+  const std::vector<group>& groups() const { return groups_; }
+  index_t rows() const { return rows_; }  // outer rows of all groups
+  index_t pad() const { return pad_; }
+  // Floats per (batch, head) slot with `channels` channel rows per panel.
+  index_t slot(index_t channels) const { return channels * floats_; }
+  // The group holding slot row r (0 <= r < rows()).
+  const group& group_of_row(index_t r) const {
+    return *(std::upper_bound(groups_.begin(), groups_.end(), r,
+                              [](index_t x, const group& gr) { return x < gr.first_row; }) - 1);
+  }
+  // Group coordinates of outer row `row` of a group (the last one left 0).
+  coords outer(const group& gr, index_t row) const {
+    coords c{};
+    for (std::size_t d = R - 1; d-- > 0;) {
+      c[d] = row % gr.members[d];
+      row /= gr.members[d];
+    }
+    return c;
+  }
+  // The window [first, last), in group coordinates, of coordinate c along d.
+  neighborhood_keys window(std::size_t d, const group& gr, index_t c) const {
+    return neighborhood_window(dims_[d], length_[d], c * dims_[d].dilation + gr.offset[d]);
+  }
+  template <class View>
+  index_t last_step(const View& x) const { return dims_[R - 1].dilation * x.stride[R]; }
+  // Element offset of group coordinates c (batch and head excluded) in a
+  // (B, grid..., H, C) view.
+  template <class View>
+  index_t grid_offset(const View& x, const group& gr, const coords& c) const {
+    index_t off = 0;
+    for (std::size_t d = 0; d < R; ++d) off += (c[d] * dims_[d].dilation + gr.offset[d]) * x.stride[d + 1];
+    return off;
+  }
+
+ private:
+  static bool next(coords& x, const coords& extent) {
+    for (std::size_t d = R; d-- > 0;) {
+      if (++x[d] < extent[d]) return true;
+      x[d] = 0;
+    }
+    return false;
+  }
+  std::array<neighborhood_dim, R> dims_;
+  coords length_;
+  index_t pad_, rows_ = 0, floats_ = 0;
+  std::vector<group> groups_;
+};
+
+// Copies a (B, grid..., H, C) view into its panels (zero padding).
+template <std::size_t R, class View>
+void pack_panels(const neighborhood_panels<R>& layout, const View& x, float* packed, const auto& exec) {
+  constexpr std::size_t N = R + 3;
+  const index_t heads = x.extent[N - 2], channels = x.extent[N - 1], rows = layout.rows(),
+                slot = layout.slot(channels), pad = layout.pad();
+  // Items go head-minor: a row's tokens are read from memory once, for all heads.
+  exec.parallel_for(static_cast<std::size_t>(x.extent[0] * rows * heads), [&](std::size_t item) {
+    const index_t h = static_cast<index_t>(item) % heads, br = static_cast<index_t>(item) / heads;
+    const index_t b = br / rows, r = br % rows, bh = b * heads + h;
+    const auto& gr = layout.group_of_row(r);
+    const index_t row = r - gr.first_row, members = gr.members[R - 1];
+    const index_t step = layout.last_step(x);  // between consecutive members of a row
+    const float* src =
+        x.data + b * x.stride[0] + h * x.stride[N - 2] + layout.grid_offset(x, gr, layout.outer(gr, row));
+    float* dst = packed + bh * slot + channels * (gr.first + row * gr.pitch);
+    for (index_t c = 0; c < channels; ++c, dst += gr.pitch) {
+      const float* s = src + c * x.stride[N - 1];
+      std::fill_n(dst, pad, 0.0f);
+      for (index_t u = 0; u < members; ++u) dst[pad + u] = s[u * step];
+      std::fill(dst + pad + members, dst + gr.pitch, 0.0f);
+    }
+  });
+}
+
+// Neighborhood attention by the offset micro-kernels. A query vector is W
+// queries consecutive along the last grid dimension; its window is one run
+// of offsets per grid row of the window, computed exactly, and the whole
+// window's scores are one S^T tile, so the online softmax core runs once per
+// vector. Vectors at borders, or strided or causal along the last dimension,
+// load the union of their lanes' offsets and mask the rest. A work item is
+// up to 8 vectors of one head in a band of up to 4 grid rows that are
+// neighbours along the second-to-last dimension: a window row is computed
+// for all the band's rows that hold it (a contiguous range of them, as
+// windows start and end monotonically) with one load of each key and value.
+template <class B, std::size_t N, std::size_t R>
+void neighborhood_offsets(strided_view<const float, N> q, strided_view<const float, N> k,
+                          strided_view<const float, N> v, strided_view<float, N> out,
+                          strided_view<float, N - 1> lse, const std::array<neighborhood_dim, R>& dims,
+                          float scale, const auto& exec) {
+  constexpr index_t W = static_cast<index_t>(B::width);
+  // Accumulators per micro-kernel call: the core's P.V register budget
+  // (24 on AVX-512, 12 with 16 registers); bands as tall as leave blocks of
+  // at least 6 offsets or channels per query row.
+  constexpr int budget = B::pv_rows * B::pv_col_vecs;
+  constexpr int band_rows = std::clamp(budget / 6, 1, offset_run::max_queries);
+  const index_t batch = q.extent[0], hq = q.extent[N - 2], dk = q.extent[N - 1], hkv = k.extent[N - 2],
+                dv = v.extent[N - 1], group = hq / hkv;
+  std::array<index_t, R> length{};
+  for (std::size_t d = 0; d < R; ++d) length[d] = q.extent[d + 1];
+  const neighborhood_panels<R> layout(length, dims, W);
+  thread_local std::vector<float> kp, vp;  // live on between calls, as the tile path's copies
+  const auto fit = [](std::vector<float>& buf, index_t n) {
+    if (buf.size() < static_cast<std::size_t>(n)) buf.resize(static_cast<std::size_t>(n));
+  };
+  fit(kp, batch * hkv * layout.slot(dk));
+  fit(vp, batch * hkv * layout.slot(dv));
+  pack_panels(layout, k, kp.data(), exec);
+  pack_panels(layout, v, vp.data(), exec);
+
+  const float* kt_all = kp.data();
+  const float* vt_all = vp.data();
+  const index_t rows = layout.rows(), pad = layout.pad();
+  // Bands run along dimension R - 2 (lines of `line` rows); rank 1 has one
+  // row per group.
+  const auto line_of = [](const auto& gr) {
+    if constexpr (R > 1) return gr.members[R - 2];
+    return index_t{1};
+  };
+  index_t most_vectors = 0;
+  for (const auto& gr : layout.groups())
+    most_vectors = std::max(most_vectors, ceil_div(gr.members[R - 1], W));
+  constexpr index_t vectors_per_item = 8;
+  const index_t chunks = ceil_div(most_vectors, vectors_per_item);
+  const float qscale = scale * log2e;
+  // Items go head-minor, so that the query and output rows of a token (all
+  // heads) are read and written by consecutive items; a row that does not
+  // start a band starts no item of its own.
+  exec.parallel_for(static_cast<std::size_t>(batch * rows * chunks * hq), [&](std::size_t item) {
+    index_t rest = static_cast<index_t>(item);
+    const index_t h = rest % hq;
+    rest /= hq;
+    const index_t chunk = rest % chunks;
+    rest /= chunks;
+    const index_t r = rest % rows, b = rest / rows, kvh = h / group;
+    const auto& gr = layout.group_of_row(r);
+    const index_t row = r - gr.first_row, line = line_of(gr), members = gr.members[R - 1];
+    if (row % line % band_rows != 0) return;
+    const index_t u_begin = chunk * vectors_per_item * W;
+    if (u_begin >= members) return;
+    const index_t u_end = std::min(members, u_begin + vectors_per_item * W);
+    const int band = static_cast<int>(std::min<index_t>(band_rows, line - row % line));
+
+    // Per query row of the band, its outer coordinates and window rows
+    // (row-major, so sorted).
+    std::array<std::array<index_t, R>, band_rows> c{};
+    thread_local std::vector<index_t> window[band_rows];
+    for (int p = 0; p < band; ++p) {
+      c[p] = layout.outer(gr, row + p);
+      window[p].clear();
+      std::array<index_t, R> lo{}, hi{}, w{};
+      for (std::size_t d = 0; d + 1 < R; ++d) {
+        const neighborhood_keys win = layout.window(d, gr, c[p][d]);
+        lo[d] = w[d] = win.first;
+        hi[d] = win.last;
+      }
+      do {
+        index_t n = 0;
+        for (std::size_t d = 0; d + 1 < R; ++d) n = n * gr.members[d] + w[d];
+        window[p].push_back(n);
+        std::size_t d = R - 1;
+        while (d-- > 0) {
+          if (++w[d] < hi[d]) break;
+          w[d] = lo[d];
+        }
+        if (d == static_cast<std::size_t>(-1)) break;
+      } while (true);
+    }
+    // The band's window rows, each with the range of query rows [first,
+    // first + count) that hold it, grouped by that range: (first, count,
+    // grid row) sorted.
+    struct shared_row {
+      int first, count;
+      index_t n;
+      auto operator<=>(const shared_row&) const = default;
+    };
+    thread_local std::vector<shared_row> shared;
+    shared.clear();
+    for (int p = 0; p < band; ++p)
+      for (index_t n : window[p]) {
+        if (p > 0 && std::binary_search(window[p - 1].begin(), window[p - 1].end(), n)) continue;
+        int count = 1;
+        while (p + count < band && std::binary_search(window[p + count].begin(), window[p + count].end(), n))
+          ++count;
+        shared.push_back({p, count, n});
+      }
+    std::sort(shared.begin(), shared.end());
+    const float* kt = kt_all + (b * hkv + kvh) * layout.slot(dk) + dk * gr.first;
+    const float* vt = vt_all + (b * hkv + kvh) * layout.slot(dv) + dv * gr.first;
+    const float* qh = q.data + b * q.stride[0] + h * q.stride[N - 2];
+    float* oh = out.data + b * out.stride[0] + h * out.stride[N - 2];
+
+    for (index_t u0 = u_begin; u0 < u_end; u0 += W) {
+      const index_t lanes = std::min(W, members - u0);
+      // Per lane its window along the last dimension, relative to its query:
+      // offsets [lo, hi); the vector loads the union [e_lo, e_hi). The same
+      // for every row of the band.
+      index_t lo[W], hi[W];
+      index_t e_lo = std::numeric_limits<index_t>::max(), e_hi = std::numeric_limits<index_t>::min();
+      for (index_t i = 0; i < W; ++i) {
+        lo[i] = hi[i] = 0;  // a lane past the row's end sees nothing
+        if (i >= lanes) continue;
+        const neighborhood_keys win = layout.window(R - 1, gr, u0 + i);
+        lo[i] = win.first - (u0 + i);
+        hi[i] = win.last - (u0 + i);
+        e_lo = std::min(e_lo, lo[i]);
+        e_hi = std::max(e_hi, hi[i]);
+      }
+      bool masked = lanes < W;
+      for (index_t i = 0; i < lanes; ++i) masked = masked || lo[i] != e_lo || hi[i] != e_hi;
+      const index_t count = e_hi - e_lo;
+
+      std::array<index_t, band_rows> total{};
+      std::size_t floats = 0;
+      for (int p = 0; p < band; ++p) {
+        total[p] = static_cast<index_t>(window[p].size()) * count;
+        for (index_t n : {dk * W, total[p] * W, dv * W, W, W, W})
+          floats += scratch_carver::round_up(static_cast<std::size_t>(n));
+      }
+      scratch_carver carve(thread_scratch().floats(floats));
+      std::array<float*, band_rows> qt{}, st{}, ot{}, m{}, l{}, alpha{};
+      for (int p = 0; p < band; ++p) {
+        qt[p] = carve.take(static_cast<std::size_t>(dk * W));
+        st[p] = carve.take(static_cast<std::size_t>(total[p] * W));
+        ot[p] = carve.take(static_cast<std::size_t>(dv * W));
+        m[p] = carve.take(W);
+        l[p] = carve.take(W);
+        alpha[p] = carve.take(W);
+        // Q^T of the vector, scaled into log2 units; lanes past the row are 0.
+        for (index_t i = 0; i < W; ++i) {
+          if (i < lanes) {
+            c[p][R - 1] = u0 + i;
+            const float* src = qh + layout.grid_offset(q, gr, c[p]);
+            for (index_t d = 0; d < dk; ++d) qt[p][d * W + i] = src[d * q.stride[N - 1]] * qscale;
+          } else {
+            for (index_t d = 0; d < dk; ++d) qt[p][d * W + i] = 0.0f;
+          }
+        }
+        std::fill_n(ot[p], dv * W, 0.0f);
+      }
+      // The runs in the key and value panels, in `shared` order; row[j]: the
+      // S^T row of the run in query row first + j's tile.
+      thread_local std::vector<offset_run> k_runs, v_runs;
+      k_runs.clear();
+      v_runs.clear();
+      for (const shared_row& sr : shared) {
+        offset_run run{0, count, {}};
+        for (int j = 0; j < sr.count; ++j) {
+          const std::vector<index_t>& wp = window[sr.first + j];
+          const auto at = std::lower_bound(wp.begin(), wp.end(), sr.n);
+          run.row[j] = static_cast<index_t>(at - wp.begin()) * count;
+        }
+        run.start = sr.n * dk * gr.pitch + pad + u0 + e_lo;
+        k_runs.push_back(run);
+        run.start = sr.n * dv * gr.pitch + pad + u0 + e_lo;
+        v_runs.push_back(run);
+      }
+      // Scores, a window row at a time for the query rows holding it.
+      for (std::size_t w = 0; w < shared.size(); ++w) {
+        const offset_run& run = k_runs[w];
+        with_count<band_rows>(shared[w].count, [&](auto qn) {
+          constexpr int Q = decltype(qn)::value;
+          for_each_even_block<std::max(1, budget / Q)>(count, [&](index_t e0, auto n) {
+            float* at[Q];
+            for (int j = 0; j < Q; ++j) at[j] = st[shared[w].first + j] + (run.row[j] + e0) * W;
+            offset_score_block<B, Q, decltype(n)::value>(&qt[shared[w].first], dk, kt + run.start + e0,
+                                                        gr.pitch, at);
+          });
+        });
+      }
+      for (int p = 0; p < band; ++p) {
+        if (masked) {
+          thread_local std::vector<std::int32_t> keep;
+          keep.resize(static_cast<std::size_t>(count * W));
+          for (index_t e = 0; e < count; ++e)
+            for (index_t i = 0; i < W; ++i)
+              keep[static_cast<std::size_t>(e * W + i)] = e_lo + e >= lo[i] && e_lo + e < hi[i] ? -1 : 0;
+          constexpr float removed = -std::numeric_limits<float>::infinity();
+          for (index_t e = 0; e < total[p]; ++e) {
+            float* srow = st[p] + e * W;
+            const std::int32_t* krow = keep.data() + e % count * W;
+            for (index_t i = 0; i < W; ++i) srow[i] = krow[i] ? srow[i] : removed;
+          }
+        }
+        std::fill_n(m[p], W, lowest_score);
+        std::fill_n(l[p], W, 0.0f);
+        softmax_update<B>(st[p], total[p], W, m[p], l[p], alpha[p]);
+      }
+      // Values: per range of query rows, its window rows at once.
+      for (std::size_t w0 = 0; w0 < shared.size();) {
+        std::size_t w1 = w0;
+        while (w1 < shared.size() && shared[w1].first == shared[w0].first &&
+               shared[w1].count == shared[w0].count)
+          ++w1;
+        const int first = shared[w0].first;
+        with_count<band_rows>(shared[w0].count, [&](auto qn) {
+          constexpr int Q = decltype(qn)::value;
+          for_each_even_block<std::max(1, budget / Q)>(dv, [&](index_t c0, auto n) {
+            float* o[Q];
+            for (int j = 0; j < Q; ++j) o[j] = ot[first + j] + c0 * W;
+            offset_value_block<B, Q, decltype(n)::value>(&st[first], &v_runs[w0],
+                                                        static_cast<index_t>(w1 - w0),
+                                                        vt + c0 * gr.pitch, gr.pitch, o, true);
+          });
+        });
+        w0 = w1;
+      }
+      for (int p = 0; p < band; ++p)
+        for (index_t i = 0; i < lanes; ++i) {
+          c[p][R - 1] = u0 + i;
+          const row_result res = finish_row(m[p][i], l[p][i]);
+          float* dst = oh + layout.grid_offset(out, gr, c[p]);
+          for (index_t d = 0; d < dv; ++d) dst[d * out.stride[N - 1]] = ot[p][d * W + i] * res.inverse_sum;
+          if (!lse.empty())
+            lse.data[b * lse.stride[0] + h * lse.stride[N - 2] + layout.grid_offset(lse, gr, c[p])] = res.lse;
+        }
+    }
+  });
+}
+
+// The two kernels: query tiles over the core's GEMM micro-kernels (any
+// window; they compute the union of a tile's windows), or the offset
+// micro-kernels (exact windows; the whole window's scores in one tile).
+enum class neighborhood_kernel { tiles, offsets };
+
+// Offsets where a query vector's S^T tile (the window's volume x W floats)
+// fits in half of a 32 KiB L1: measured (bench/neighborhood_bench.cpp, Zen 4,
+// AVX-512) they beat the tiles at K = 7 and 13 in 2-D and at (3, 7, 7) in 3-D
+// (1.2-1.5x), and lose at K = 31 (0.9x) and in 1-D at K = 2049 (0.6x), where
+// the tiles' union of windows is a small overhead and their register-blocked
+// GEMM kernels need far fewer loads per FMA.
+inline constexpr index_t offset_tile_floats = 4096;
+template <class Backend, std::size_t R>
+neighborhood_kernel choose_neighborhood_kernel(const std::array<neighborhood_dim, R>& dims) {
+  index_t floats = static_cast<index_t>(Backend::width);
+  for (std::size_t d = 0; d < R; ++d) floats *= dims[d].kernel;
+  return floats <= offset_tile_floats ? neighborhood_kernel::offsets : neighborhood_kernel::tiles;
+}
+
+// neighborhood_attention with the kernel chosen (by choose_neighborhood_kernel
+// when kernel is empty; tests run both).
+template <simd_backend Backend, std::size_t N, std::size_t R, executor Exec>
+void neighborhood_run(strided_view<const float, N> q, strided_view<const float, N> k,
+                      strided_view<const float, N> v, strided_view<float, N> out,
+                      strided_view<float, N - 1> lse, const neighborhood_options<R>& opt, const Exec& exec,
+                      std::optional<neighborhood_kernel> kernel) {
   static_assert(R >= 1 && R <= 3, "neighborhood attention has rank 1, 2 or 3");
   static_assert(N == R + 3, "tensors are (B, grid of rank R, heads, dim): rank R + 3");
   using detail::require;
@@ -487,6 +854,10 @@ void neighborhood_attention(strided_view<const float, N> q, strided_view<const f
   const float scale = opt.scale.value_or(1.0f / std::sqrt(static_cast<float>(dk)));
   require(std::isfinite(scale), "scale", "a finite value", scale);
   if (b == 0) return;
+  if (kernel.value_or(choose_neighborhood_kernel<Backend>(opt.dims)) == neighborhood_kernel::offsets) {
+    neighborhood_offsets<Backend>(q, k, v, out, lse, opt.dims, scale, exec);
+    return;
+  }
 
   // Query tiles of the core's size at most (their shape from the kernel, see
   // choose_tile); KV tiles of the core's size, cut from each run of keys.
@@ -530,6 +901,22 @@ void neighborhood_attention(strided_view<const float, N> q, strided_view<const f
     lse4.stride[N - 1] = 1;
     detail::repack_rows<R, true>(query_token, lse4, lp4, exec);
   }
+}
+
+}  // namespace detail
+
+// Neighborhood attention of rank R = N - 3 (DESIGN §2):
+//   q (B, X[, Y[, Z]], Hq, Dk), k and v (B, X[, Y[, Z]], Hkv, Dk|Dv)
+//   -> out (B, X[, Y[, Z]], Hq, Dv), lse (B, X[, Y[, Z]], Hq) or empty.
+// Any strides; GQA (Hq % Hkv == 0); per-dimension kernel, dilation, stride
+// and causal flag. Extra memory: one packed copy of k and v (and of q and
+// out for windows too large for the offset kernels).
+template <simd_backend Backend = default_backend, std::size_t N, std::size_t R, executor Exec = serial>
+void neighborhood_attention(strided_view<const float, N> q, strided_view<const float, N> k,
+                            strided_view<const float, N> v, strided_view<float, N> out,
+                            strided_view<float, N - 1> lse, const neighborhood_options<R>& opt,
+                            const Exec& exec = {}) {
+  detail::neighborhood_run<Backend>(q, k, v, out, lse, opt, exec, std::nullopt);
 }
 
 }  // namespace attn
