@@ -84,8 +84,14 @@ inline view4<const float> logical_cache(const view4<const float>& pool, index_t 
 
 // cu_seqlens (B + 1): non-decreasing row offsets from >= 0 to <= rows (the
 // packed tensor's T). Returns the longest sequence.
-inline index_t check_cu_seqlens(std::span<const std::int32_t> cu, const char* name, index_t rows) {
+// The sequence count B of B + 1 cumulative offsets (an error when empty).
+inline index_t sequence_count(std::span<const std::int32_t> cu, const char* name) {
   require(!cu.empty(), name, "B + 1 offsets (cu_seqlens)", "an empty span");
+  return static_cast<index_t>(cu.size()) - 1;
+}
+
+inline index_t check_cu_seqlens(std::span<const std::int32_t> cu, const char* name, index_t rows) {
+  sequence_count(cu, name);
   require(cu[0] >= 0, name, "offsets >= 0", std::string(name) + "[0] = " + std::to_string(cu[0]));
   index_t longest = 0;
   for (std::size_t s = 1; s < cu.size(); ++s) {
@@ -118,7 +124,7 @@ inline packed_queries checked_packed_queries(view3<const float> q, view3<float> 
                                              std::span<const std::int32_t> cu_seqlens_q, index_t dv,
                                              std::initializer_list<std::pair<view4<const float>, const char*>> inputs) {
   const index_t tq = q.extent[0], hq = q.extent[1];
-  const index_t batch = static_cast<index_t>(cu_seqlens_q.size()) - 1;
+  const index_t batch = sequence_count(cu_seqlens_q, "cu_seqlens_q");
   const index_t longest = check_cu_seqlens(cu_seqlens_q, "cu_seqlens_q", tq);
   const view4<const float> rows = packed_batch(q, 1, tq);
   check_written(out, "out", dims({{"Tq", tq}, {"Hq", hq}, {"Dv", dv}}),

@@ -33,22 +33,18 @@ namespace detail {
 
 // A (B, Nq, H, D) view as the one sequence (1, B x Nq, H, D) of its rows;
 // needs rows in token-major order (batch stride = Nq x row stride).
-template <class T>
-strided_view<T, 4> fold_batch(const strided_view<T, 4>& x, const char* name) {
+template <class T, std::size_t N>
+strided_view<T, N> fold_batch(const strided_view<T, N>& x, const char* name) {
   const index_t b = x.extent[0], n = x.extent[1];
   require(b <= 1 || x.stride[0] == n * x.stride[1], name,
           "token-major rows, batch stride = Nq x row stride (" + std::to_string(n * x.stride[1]) +
               "), so that all sequences' queries form the shared prefix's one pass",
           "batch stride " + std::to_string(x.stride[0]));
-  return {x.data, {1, b * n, x.extent[2], x.extent[3]}, {0, x.stride[1], x.stride[2], x.stride[3]}};
-}
-template <class T>
-strided_view<T, 3> fold_batch(const strided_view<T, 3>& x, const char* name) {
-  const index_t b = x.extent[0], n = x.extent[1];
-  require(b <= 1 || x.stride[0] == n * x.stride[1], name,
-          "token-major rows, batch stride = Nq x row stride (" + std::to_string(n * x.stride[1]) + ")",
-          "batch stride " + std::to_string(x.stride[0]));
-  return {x.data, {1, b * n, x.extent[2]}, {0, x.stride[1], x.stride[2]}};
+  strided_view<T, N> folded = x;
+  folded.extent[0] = 1;
+  folded.extent[1] = b * n;
+  folded.stride[0] = 0;
+  return folded;
 }
 
 // Runs the cascade once the suffix problem `suffix` (checked, lse present)

@@ -337,8 +337,7 @@ void varlen_attention(view3<const float> q, const paged_kv& cache, view3<float> 
                       const Exec& exec = {}) {
   const index_t hq = q.extent[1], dk = q.extent[2];
   detail::require_view(q, "q", "(Tq, Hq, Dk) with Hq, Dk >= 1", hq >= 1 && dk >= 1);
-  detail::require(!cu_seqlens_q.empty(), "cu_seqlens_q", "B + 1 offsets (cu_seqlens)", "an empty span");
-  const index_t batch = static_cast<index_t>(cu_seqlens_q.size()) - 1;
+  const index_t batch = detail::sequence_count(cu_seqlens_q, "cu_seqlens_q");
   const detail::paged_views kv = detail::checked_paged_cache(cache, batch, hq, dk, opt.kv_lengths);
   const detail::packed_queries pq = detail::checked_packed_queries(
       q, out, lse, cu_seqlens_q, kv.v.extent[3], {{cache.k_pages, "k_pages"}, {cache.v_pages, "v_pages"}});

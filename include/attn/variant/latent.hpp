@@ -180,8 +180,7 @@ template <simd_backend Backend = default_backend, executor Exec = serial>
 void latent_varlen_attention(view3<const float> q, view4<const float> cache, view3<float> out,
                              strided_view<float, 2> lse, std::span<const std::int32_t> cu_seqlens_q,
                              const latent_options& opt, const Exec& exec = {}) {
-  detail::require(!cu_seqlens_q.empty(), "cu_seqlens_q", "B + 1 offsets (cu_seqlens)", "an empty span");
-  const index_t b = static_cast<index_t>(cu_seqlens_q.size()) - 1;
+  const index_t b = detail::sequence_count(cu_seqlens_q, "cu_seqlens_q");
   detail::require_view(cache, "cache", detail::dims({{"B", b}, {"Nk", -1}, {"1", -1}, {"Dc + Dr", -1}}) + " with Dc + Dr >= 1",
                        cache.extent[0] == b && cache.extent[2] == 1 && cache.extent[3] >= 1);
   if (!opt.lengths.empty())
@@ -196,8 +195,7 @@ template <simd_backend Backend = default_backend, executor Exec = serial>
 void latent_varlen_attention(view3<const float> q, const paged_cache& cache, view3<float> out,
                              strided_view<float, 2> lse, std::span<const std::int32_t> cu_seqlens_q,
                              const latent_options& opt, const Exec& exec = {}) {
-  detail::require(!cu_seqlens_q.empty(), "cu_seqlens_q", "B + 1 offsets (cu_seqlens)", "an empty span");
-  const index_t b = static_cast<index_t>(cu_seqlens_q.size()) - 1;
+  const index_t b = detail::sequence_count(cu_seqlens_q, "cu_seqlens_q");
   const view4<const float>& pool = cache.pages;
   detail::require_view(pool, "pages", detail::dims({{"P", -1}, {"page_size", -1}, {"1", -1}, {"Dc + Dr", -1}}) +
                                           " with page_size, Dc + Dr >= 1",
