@@ -44,6 +44,16 @@ struct neighborhood_options {
 
 namespace detail {
 
+// Row-major increment of x within extents; false after the last one.
+template <std::size_t R>
+bool next_row_major(std::array<index_t, R>& x, const std::array<index_t, R>& extent) {
+  for (std::size_t d = R; d-- > 0;) {
+    if (++x[d] < extent[d]) return true;
+    x[d] = 0;
+  }
+  return false;
+}
+
 // The packed token orders of a rank-R grid, and the neighborhood mask in them.
 //
 // Queries are tile-major: per dilation group, the group's sub-grid is cut into
@@ -83,7 +93,7 @@ class neighborhood_layout {
       group_of_.push_back(group);
       tiles += n;
       keys += m;
-    } while (next(group, dilation_extents()));
+    } while (next_row_major(group, dilation_extents()));
     group_first_key_.push_back(keys);
     tile_count_ = tiles;
     query_token_.assign(static_cast<std::size_t>(tiles * volume_), -1);
@@ -101,7 +111,7 @@ class neighborhood_layout {
         }
         if (real) query_token_[static_cast<std::size_t>(n)] = grid_token(gi, c);
         ++n;
-      } while (next(offset, tile_));
+      } while (next_row_major(offset, tile_));
     }
     key_token_.resize(static_cast<std::size_t>(keys));
     for (std::size_t gi = 0; gi < group_of_.size(); ++gi) {
@@ -109,7 +119,7 @@ class neighborhood_layout {
       for (std::size_t d = 0; d < R; ++d) extent[d] = members(d, group_of_[gi][d]);
       index_t n = group_first_key_[gi];
       do key_token_[static_cast<std::size_t>(n++)] = grid_token(static_cast<index_t>(gi), c);
-      while (next(c, extent));
+      while (next_row_major(c, extent));
     }
   }
 
@@ -302,14 +312,6 @@ class neighborhood_layout {
     for (std::size_t d = 0; d < R; ++d) e[d] = dims_[d].dilation;
     return e;
   }
-  // Row-major increment of x within extents; false after the last one.
-  static bool next(coords& x, const coords& extent) {
-    for (std::size_t d = R; d-- > 0;) {
-      if (++x[d] < extent[d]) return true;
-      x[d] = 0;
-    }
-    return false;
-  }
   // Query tiles of T_1 x ... x T_R <= positions tokens; in 1-D, `positions`.
   // Above, the tile that computes the fewest pairs per query: every query of
   // a tile of extents T_d meets the keys of the windows' union,
@@ -340,7 +342,7 @@ class neighborhood_layout {
           best = cost;
           tile_ = tile;
         }
-      } while (next(t, extent));
+      } while (next_row_major(t, extent));
     }
     volume_ = 1;
     for (index_t t : tile_) volume_ *= t;
@@ -461,7 +463,7 @@ class neighborhood_panels {
       groups_.push_back(gr);
       rows_ += gr.rows;
       floats_ += gr.rows * gr.pitch;
-    } while (next(g, extent));
+    } while (next_row_major(g, extent));
   }
 
   const std::vector<group>& groups() const { return groups_; }
@@ -499,13 +501,6 @@ class neighborhood_panels {
   }
 
  private:
-  static bool next(coords& x, const coords& extent) {
-    for (std::size_t d = R; d-- > 0;) {
-      if (++x[d] < extent[d]) return true;
-      x[d] = 0;
-    }
-    return false;
-  }
   std::array<neighborhood_dim, R> dims_;
   coords length_;
   index_t pad_, rows_ = 0, floats_ = 0;
@@ -732,13 +727,16 @@ void neighborhood_offsets(strided_view<const float, N> q, strided_view<const flo
           });
         });
       }
+      // The lanes' keep pattern per offset (the same for every row of the band).
+      thread_local std::vector<std::int32_t> keep;
+      if (masked) {
+        keep.resize(static_cast<std::size_t>(count * W));
+        for (index_t e = 0; e < count; ++e)
+          for (index_t i = 0; i < W; ++i)
+            keep[static_cast<std::size_t>(e * W + i)] = e_lo + e >= lo[i] && e_lo + e < hi[i] ? -1 : 0;
+      }
       for (int p = 0; p < band; ++p) {
         if (masked) {
-          thread_local std::vector<std::int32_t> keep;
-          keep.resize(static_cast<std::size_t>(count * W));
-          for (index_t e = 0; e < count; ++e)
-            for (index_t i = 0; i < W; ++i)
-              keep[static_cast<std::size_t>(e * W + i)] = e_lo + e >= lo[i] && e_lo + e < hi[i] ? -1 : 0;
           constexpr float removed = -std::numeric_limits<float>::infinity();
           for (index_t e = 0; e < total[p]; ++e) {
             float* srow = st[p] + e * W;
