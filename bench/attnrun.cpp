@@ -6,7 +6,8 @@
 //   attnrun --variant softmax --q Q.npy --k K.npy --v V.npy --out O.npy
 //           [--lse L.npy] [--scale F] [--causal] [--sinks S.npy]
 //           [--window L,R] [--sink-tokens N] [--softcap F] [--alibi]
-//           [--bias B.npy] [--doc D.npy] [--threads N] [--repeat N]
+//           [--bias B.npy] [--doc D.npy] [--out-dtype float32|float16]
+//           [--threads N] [--repeat N]
 //   attnrun --variant neighborhood --q Q.npy --k K.npy --v V.npy --out O.npy
 //           --kernel K[,K[,K]] [--dilation D,..] [--stride S,..]
 //           [--causal-dims C,..] [--lse L.npy] [--scale F] [--threads N]
@@ -34,6 +35,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <initializer_list>
 #include <map>
 #include <new>
 #include <optional>
@@ -43,6 +45,7 @@
 #include <string_view>
 #include <system_error>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -59,7 +62,8 @@ constexpr std::string_view usage_text =
     R"(usage: attnrun --variant softmax --q Q.npy --k K.npy --v V.npy --out O.npy
                [--lse L.npy] [--scale F] [--causal] [--sinks S.npy]
                [--window L,R] [--sink-tokens N] [--softcap F] [--alibi]
-               [--bias B.npy] [--doc D.npy] [--threads N] [--repeat N]
+               [--bias B.npy] [--doc D.npy] [--out-dtype float32|float16]
+               [--threads N] [--repeat N]
        attnrun --variant neighborhood --q Q.npy --k K.npy --v V.npy --out O.npy
                --kernel K[,K[,K]] [--dilation D,..] [--stride S,..]
                [--causal-dims C,..] [--lse L.npy] [--scale F] [--threads N]
@@ -73,7 +77,8 @@ constexpr std::string_view usage_text =
        attnrun --variant latent --q Q.npy --k CACHE.npy --out O.npy --dv DC
                --scale F [--lse L.npy] [--causal] [--threads N] [--repeat N]
 
-Runs attention on .npy files (float32 little-endian, C order):
+Runs attention on .npy files (float32 '<f4' little-endian, C order; softmax
+also reads float16 '<f2' q, k and v, stored and computed on as fp16):
   q (B, Nq, Hq, Dk), k (B, Nk, Hkv, Dk), v (B, Nk, Hkv, Dv)
   -> out (B, Nq, Hq, Dv), lse (B, Nq, Hq) natural-log log-sum-exp.
 Hq % Hkv == 0 (GQA/MQA); masks are bottom-right aligned when Nq != Nk.
@@ -107,6 +112,8 @@ softmax:
                   only within a document (varlen packing; queries take the
                   ids of the last Nq keys, Nq <= Nk); combines with --causal
                   and --window
+  --out-dtype T   float32 (default) or float16: the type out is stored and
+                  written in (lse stays float32)
 
 neighborhood (NATTEN / GNA rule of DESIGN.md §2, one value per grid dimension):
   --kernel K,..   window size per dimension, K >= 2 and K * D <= the length
@@ -202,6 +209,7 @@ const std::map<std::string, flag_info, std::less<>>& flag_table() {
       {"--alibi", {false, "softmax"}},
       {"--bias", {true, "softmax"}},
       {"--doc", {true, "softmax"}},
+      {"--out-dtype", {true, "softmax"}},
       {"--kernel", {true, "neighborhood"}},
       {"--dilation", {true, "neighborhood"}},
       {"--stride", {true, "neighborhood"}},
@@ -360,10 +368,12 @@ std::vector<int> parse_per_dimension(std::string_view flag, const std::string& t
   return values;
 }
 
-// A float32 input tensor of a fixed rank, read whole.
+// A float32 (or float16, widened exactly) input tensor of a fixed rank,
+// read whole.
 struct input {
   std::vector<std::int64_t> shape;
   std::vector<float> values;
+  attn::npy::dtype stored = attn::npy::dtype::f32;
 
   // The view needs a non-null pointer even for an empty tensor.
   const float* data() const {
@@ -374,16 +384,16 @@ struct input {
 
 // The .npy file of `flag`, checked to hold `type` at `rank`; every message
 // starts with the flag and the path.
-attn::npy::array read_npy(std::string_view flag, const std::string& path, attn::npy::dtype type,
-                          std::string_view expected_type, std::size_t rank,
-                          std::string_view layout) {
+attn::npy::array read_npy(std::string_view flag, const std::string& path,
+                          std::initializer_list<attn::npy::dtype> types, std::string_view expected_type,
+                          std::size_t rank, std::string_view layout) {
   attn::npy::array a;
   try {
     a = attn::npy::read(path);
   } catch (const std::runtime_error& e) {
     throw std::runtime_error(std::string(flag) + " " + e.what());
   }
-  if (a.stored != type)
+  if (std::find(types.begin(), types.end(), a.stored) == types.end())
     throw std::runtime_error(
         std::string(flag) + " " + path + ": dtype '" + std::string(attn::npy::descr(a.stored)) +
         "' is not supported (expected " + std::string(expected_type) + ")");
@@ -396,8 +406,39 @@ attn::npy::array read_npy(std::string_view flag, const std::string& path, attn::
 
 input read_input(std::string_view flag, const std::string& path, std::size_t rank,
                  std::string_view layout) {
-  attn::npy::array a = read_npy(flag, path, attn::npy::dtype::f32, "float32 '<f4'", rank, layout);
+  attn::npy::array a = read_npy(flag, path, {attn::npy::dtype::f32}, "float32 '<f4'", rank, layout);
   return {std::move(a.shape), std::move(a.floats())};
+}
+
+// An input that may also be float16 (the variants with 16-bit storage).
+input read_float_input(std::string_view flag, const std::string& path, std::size_t rank,
+                       std::string_view layout) {
+  attn::npy::array a = read_npy(flag, path, {attn::npy::dtype::f32, attn::npy::dtype::f16},
+                                "float32 '<f4' or float16 '<f2'", rank, layout);
+  return {std::move(a.shape), std::move(a.floats()), a.stored};
+}
+
+// f(T{}) with T the library's storage type for a tensor stored as `type`
+// (float or attn::float16).
+template <class F>
+void with_element(attn::npy::dtype type, F&& f) {
+  if (type == attn::npy::dtype::f16)
+    f(attn::float16{});
+  else
+    f(float{});
+}
+
+// The input's values as T: its own floats, or its halves again in
+// `storage` (exact: they were widened from halves).
+template <class T>
+const T* values_as(const input& t, std::vector<T>& storage) {
+  if constexpr (std::is_same_v<T, float>) {
+    return t.data();
+  } else {
+    storage.resize(std::max<std::size_t>(t.values.size(), 1));
+    for (std::size_t n = 0; n < t.values.size(); ++n) storage[n] = attn::from_float<T>(t.values[n]);
+    return storage.data();
+  }
 }
 
 // --doc: (Nk,) int32 document ids, checked here so that every message names
@@ -405,7 +446,7 @@ input read_input(std::string_view flag, const std::string& path, std::size_t ran
 // mask the library builds from the ids.
 std::vector<std::int32_t> read_document_ids(const std::string& path, std::int64_t nq,
                                             std::int64_t nk) {
-  attn::npy::array a = read_npy("--doc", path, attn::npy::dtype::i32, "int32 '<i4'", 1, "(Nk,)");
+  attn::npy::array a = read_npy("--doc", path, {attn::npy::dtype::i32}, "int32 '<i4'", 1, "(Nk,)");
   if (a.shape[0] != nk)
     throw std::runtime_error("--doc " + path + ": expected shape (" + std::to_string(nk) +
                              ",) to match Nk of --k, got " + attn::npy::shape_string(a.shape));
@@ -501,6 +542,18 @@ struct outputs {
   std::vector<std::int64_t> out_shape, lse_shape;
   std::int64_t out_count = 0, lse_count = 0;
   std::vector<float> out, lse;
+  std::vector<attn::float16> out_half;  // --out-dtype float16: out is stored here instead
+
+  // Where out is stored as T (float or attn::float16).
+  template <class T>
+  T* out_as() {
+    if constexpr (std::is_same_v<T, float>) {
+      return out.data();
+    } else {
+      out_half.resize(out.size());
+      return out_half.data();
+    }
+  }
 
   outputs(std::vector<std::int64_t> out_shape_, bool with_lse, bool sizes_valid)
       : out_shape(std::move(out_shape_)), lse_shape(out_shape.begin(), out_shape.end() - 1) {
@@ -518,8 +571,13 @@ struct outputs {
   // Stages both files, then moves them into place together.
   void write(const common_flags& c) const {
     std::optional<attn::npy::staged_file> out_file, lse_file;
-    out_file.emplace(c.out, out_shape,
-                     std::span<const float>(out.data(), static_cast<std::size_t>(out_count)));
+    if (out_half.empty()) {
+      out_file.emplace(c.out, out_shape, std::span<const float>(out.data(), static_cast<std::size_t>(out_count)));
+    } else {
+      std::vector<std::uint16_t> bits(static_cast<std::size_t>(out_count));
+      for (std::size_t n = 0; n < bits.size(); ++n) bits[n] = out_half[n].bits;
+      out_file.emplace(c.out, out_shape, std::span<const std::uint16_t>(bits));
+    }
     if (c.lse)
       lse_file.emplace(*c.lse, lse_shape,
                        std::span<const float>(lse.data(), static_cast<std::size_t>(lse_count)));
@@ -565,10 +623,21 @@ int run_softmax(const arguments& args, const common_flags& c) {
     opt.sink_tokens = parse_non_negative_int("--sink-tokens", *n);
   if (auto s = args.get("--softcap")) opt.softcap = parse_positive_float("--softcap", *s);
   opt.alibi = args.has("--alibi");
+  attn::npy::dtype out_type = attn::npy::dtype::f32;
+  if (auto t = args.get("--out-dtype")) {
+    if (*t == "float16")
+      out_type = attn::npy::dtype::f16;
+    else if (*t != "float32")
+      throw usage_error("--out-dtype must be float32 or float16, got '" + std::string(*t) + "'");
+  }
 
-  const input q = read_input("--q", c.q, 4, "(B, Nq, Hq, Dk)");
-  const input k = read_input("--k", c.k, 4, "(B, Nk, Hkv, Dk)");
-  const input v = read_input("--v", c.v, 4, "(B, Nk, Hkv, Dv)");
+  const input q = read_float_input("--q", c.q, 4, "(B, Nq, Hq, Dk)");
+  const input k = read_float_input("--k", c.k, 4, "(B, Nk, Hkv, Dk)");
+  const input v = read_float_input("--v", c.v, 4, "(B, Nk, Hkv, Dv)");
+  if (v.stored != k.stored)
+    throw std::runtime_error("--v " + c.v + ": dtype '" + std::string(attn::npy::descr(v.stored)) +
+                             "' differs from --k's '" + std::string(attn::npy::descr(k.stored)) +
+                             "' (k and v are stored alike)");
   const std::int64_t batch = q.shape[0], nq = q.shape[1], hq = q.shape[2], dk = q.shape[3];
   const std::int64_t nk = k.shape[1], dv = v.shape[3];
 
@@ -600,17 +669,30 @@ int run_softmax(const arguments& args, const common_flags& c) {
 
   // The library checks every shape.
   outputs result({batch, nq, hq, dv}, c.lse.has_value(), hq >= 1 && dk >= 1 && dv >= 1);
-  const attn::view4<float> out_view = attn::bshd(result.out.data(), batch, nq, hq, dv);
   const attn::view3<float> lse_view =
       c.lse ? attn::bsh(result.lse.data(), batch, nq, hq) : attn::view3<float>{};
 
+  // Each tensor in its stored type (k and v alike), out in --out-dtype's.
   const attn::openmp exec{c.threads};
-  const std::optional<double> median_s = run_and_time(
-      [&] {
-        attn::attention<attn::default_backend>(view_of(q), view_of(k), view_of(v), out_view,
-                                               lse_view, opt, exec);
-      },
-      c.repeat);
+  std::optional<double> median_s;
+  with_element(q.stored, [&](auto q_type) {
+    with_element(k.stored, [&](auto kv_type) {
+      with_element(out_type, [&](auto out_type_tag) {
+        using Q = decltype(q_type);
+        using KV = decltype(kv_type);
+        using O = decltype(out_type_tag);
+        std::vector<Q> q_store;
+        std::vector<KV> k_store, v_store;
+        const auto qv = attn::bshd<const Q>(values_as(q, q_store), batch, nq, hq, dk);
+        const auto kv = attn::bshd<const KV>(values_as(k, k_store), k.shape[0], nk, k.shape[2], k.shape[3]);
+        const auto vv = attn::bshd<const KV>(values_as(v, v_store), v.shape[0], v.shape[1], v.shape[2], dv);
+        const auto out_view = attn::bshd(result.out_as<O>(), batch, nq, hq, dv);
+        median_s = run_and_time(
+            [&] { attn::attention<attn::default_backend>(qv, kv, vv, out_view, lse_view, opt, exec); },
+            c.repeat);
+      });
+    });
+  });
   result.write(c);
   if (median_s)
     print_timing(*median_s, attn::bench::attention_flops(batch, nq, nk, hq, dk, dv, opt));
@@ -807,7 +889,7 @@ struct layout_input {
 layout_input read_layout(const std::string& path, const block_sparse_flags& f, std::int64_t hq,
                          std::int64_t nq, std::int64_t nk) {
   attn::npy::array a =
-      read_npy("--layout", path, attn::npy::dtype::u8, "uint8 '|u1'", 3, "(Hq|1, nbq, nbk)");
+      read_npy("--layout", path, {attn::npy::dtype::u8}, "uint8 '|u1'", 3, "(Hq|1, nbq, nbk)");
   const std::int64_t nbq = (nq + f.block_q - 1) / f.block_q;
   const std::int64_t nbk = (nk + f.block_k - 1) / f.block_k;
   if ((a.shape[0] != hq && a.shape[0] != 1) || a.shape[1] != nbq || a.shape[2] != nbk)

@@ -6,7 +6,8 @@
 // for attnrun and the tests. No dependencies beyond the standard library.
 //
 //   read:  '<f4', '<f2' (widened to float in software), '|u1', '<i4'; C order.
-//   write: '<f4', C order, version 1.0 (2.0 when the header needs it), the
+//   write: '<f4' or '<f2' (from fp16 bit patterns), C order, version 1.0
+//          (2.0 when the header needs it), the
 //          header padded so the data starts on a 64-byte boundary, written to
 //          a temporary file beside the target and renamed into place.
 //
@@ -470,12 +471,13 @@ inline array read(const std::filesystem::path& path) {
   return a;
 }
 
-// The complete bytes of a '<f4', C-order .npy header for `shape`: version 1.0
-// when the header fits its 16-bit length, else 2.0; padded with spaces and a
-// final newline so the data starts on a 64-byte boundary.
-inline std::string f32_header(std::span<const std::int64_t> shape) {
-  const std::string dict =
-      "{'descr': '<f4', 'fortran_order': False, 'shape': " + shape_string(shape) + ", }";
+// The complete bytes of a C-order .npy header of `type` ('<f4' or '<f2')
+// for `shape`: version 1.0 when the header fits its 16-bit length, else 2.0;
+// padded with spaces and a final newline so the data starts on a 64-byte
+// boundary.
+inline std::string header(dtype type, std::span<const std::int64_t> shape) {
+  const std::string dict = "{'descr': '" + std::string(descr(type)) +
+                           "', 'fortran_order': False, 'shape': " + shape_string(shape) + ", }";
   for (const int major : {1, 2}) {
     const std::size_t preamble = major == 1 ? 10 : 12;
     const std::size_t unpadded = preamble + dict.size() + 1;  // + '\n'
@@ -495,37 +497,24 @@ inline std::string f32_header(std::span<const std::int64_t> shape) {
   }
   throw std::length_error("npy: header too long");
 }
+inline std::string f32_header(std::span<const std::int64_t> shape) { return header(dtype::f32, shape); }
 
-// A '<f4' .npy file written to a temporary file beside `target`; commit()
-// renames it into place (atomically on POSIX), and destruction without
-// commit() removes it. Stage every output first and commit them together, so
-// a failure never leaves a partial or stale-looking result.
+// A '<f4' .npy file (or '<f2' from the bit patterns of fp16 values) written
+// to a temporary file beside `target`; commit() renames it into place
+// (atomically on POSIX), and destruction without commit() removes it. Stage
+// every output first and commit them together, so a failure never leaves a
+// partial or stale-looking result.
 class staged_file {
  public:
   staged_file(std::filesystem::path target, std::span<const std::int64_t> shape,
               std::span<const float> data)
       : target_(std::move(target)) {
-    std::int64_t count = 1;
-    for (std::int64_t e : shape)
-      if (e < 0 || __builtin_mul_overflow(count, e, &count))
-        throw std::invalid_argument("npy: invalid shape " + shape_string(shape) + " for " +
-                                    target_.string());
-    if (static_cast<std::uint64_t>(count) != data.size())
-      throw std::invalid_argument("npy: shape " + shape_string(shape) + " needs " +
-                                  std::to_string(count) + " values, got " +
-                                  std::to_string(data.size()) + " for " + target_.string());
-    detail::file_ptr f = create_temporary();
-    try {
-      write_all(f.get(), f32_header(shape));
-      write_floats(f.get(), data);
-      if (std::fflush(f.get()) != 0) throw_write_error(errno);
-      std::FILE* raw = f.release();
-      if (std::fclose(raw) != 0) throw_write_error(errno);
-    } catch (...) {
-      f.reset();
-      discard();
-      throw;
-    }
+    stage(shape, data, dtype::f32);
+  }
+  staged_file(std::filesystem::path target, std::span<const std::int64_t> shape,
+              std::span<const std::uint16_t> half_bits)
+      : target_(std::move(target)) {
+    stage(shape, half_bits, dtype::f16);
   }
 
   staged_file(const staged_file&) = delete;
@@ -548,6 +537,31 @@ class staged_file {
  private:
   std::filesystem::path target_;
   std::filesystem::path temporary_;
+
+  template <class T>
+  void stage(std::span<const std::int64_t> shape, std::span<const T> data, dtype type) {
+    std::int64_t count = 1;
+    for (std::int64_t e : shape)
+      if (e < 0 || __builtin_mul_overflow(count, e, &count))
+        throw std::invalid_argument("npy: invalid shape " + shape_string(shape) + " for " +
+                                    target_.string());
+    if (static_cast<std::uint64_t>(count) != data.size())
+      throw std::invalid_argument("npy: shape " + shape_string(shape) + " needs " +
+                                  std::to_string(count) + " values, got " +
+                                  std::to_string(data.size()) + " for " + target_.string());
+    detail::file_ptr f = create_temporary();
+    try {
+      write_all(f.get(), header(type, shape));
+      write_elements(f.get(), data);
+      if (std::fflush(f.get()) != 0) throw_write_error(errno);
+      std::FILE* raw = f.release();
+      if (std::fclose(raw) != 0) throw_write_error(errno);
+    } catch (...) {
+      f.reset();
+      discard();
+      throw;
+    }
+  }
 
   void discard() noexcept {
     if (temporary_.empty()) return;
@@ -590,18 +604,19 @@ class staged_file {
     if (std::fwrite(bytes.data(), 1, bytes.size(), f) != bytes.size()) throw_write_error(errno);
   }
 
-  void write_floats(std::FILE* f, std::span<const float> data) const {
+  template <class T>
+  void write_elements(std::FILE* f, std::span<const T> data) const {
     if constexpr (std::endian::native == std::endian::little) {
-      if (!data.empty() && std::fwrite(data.data(), sizeof(float), data.size(), f) != data.size())
+      if (!data.empty() && std::fwrite(data.data(), sizeof(T), data.size(), f) != data.size())
         throw_write_error(errno);
     } else {
       constexpr std::size_t chunk = 1 << 14;
-      std::vector<float> swapped;
+      std::vector<T> swapped;
       for (std::size_t done = 0; done < data.size(); done += chunk) {
         const auto part = data.subspan(done, std::min(chunk, data.size() - done));
         swapped.assign(part.begin(), part.end());
-        detail::byteswap_in_place(std::span<float>(swapped));
-        if (std::fwrite(swapped.data(), sizeof(float), swapped.size(), f) != swapped.size())
+        detail::byteswap_in_place(std::span<T>(swapped));
+        if (std::fwrite(swapped.data(), sizeof(T), swapped.size(), f) != swapped.size())
           throw_write_error(errno);
       }
     }

@@ -28,6 +28,7 @@
 #include <optional>
 #include <random>
 #include <regex>
+#include <span>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -657,6 +658,50 @@ TEST_F(AttnrunTest, CausalWithMoreQueriesThanKeysHasEmptyRows) {
   for (std::size_t i = 0; i < 3 * 4 * 8; ++i) EXPECT_EQ(out.floats()[i], 0.0f);
 }
 
+// --- float16 storage (issue #9)
+
+// Rounds values to fp16 (in place: the reference then sees what the file
+// holds) and writes them as a '<f2' file.
+void write_half(const fs::path& p, const std::vector<std::int64_t>& shape, std::vector<float>& values) {
+  std::vector<std::uint16_t> bits(values.size());
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    const attn::float16 h = attn::from_float<attn::float16>(values[i]);
+    bits[i] = h.bits;
+    values[i] = attn::to_float(h);
+  }
+  npy::staged_file(p, shape, std::span<const std::uint16_t>(bits)).commit();
+}
+
+TEST_F(AttnrunTest, Float16InputsMatchReference) {
+  problem p(2, 5, 7, 4, 2, 8, 6);
+  write_half(path("q.npy"), p.q_shape(), p.q);
+  write_half(path("k.npy"), p.k_shape(), p.k);
+  write_half(path("v.npy"), p.v_shape(), p.v);
+  expect_matches_reference(p, {}, 1 / std::sqrt(8.0), false);
+}
+
+TEST_F(AttnrunTest, Float16CacheWithFloat32Queries) {
+  problem p(1, 2, 70, 8, 2, 16, 16, 4);  // decode-shaped: fp16 k and v read in place
+  npy::write_f32(path("q.npy"), p.q_shape(), p.q);
+  write_half(path("k.npy"), p.k_shape(), p.k);
+  write_half(path("v.npy"), p.v_shape(), p.v);
+  expect_matches_reference(p, {"--causal"}, 0.25, true);
+}
+
+TEST_F(AttnrunTest, OutDtypeFloat16WritesHalves) {
+  const problem p(1, 6, 9, 4, 2, 8, 8, 5);
+  write_problem(p);
+  const run_result r = run(softmax_args({"--out-dtype", "float16"}));
+  ASSERT_EQ(r.code, 0) << r.err;
+  const npy::array out = npy::read(path("out.npy"));
+  EXPECT_EQ(out.stored, npy::dtype::f16);
+  EXPECT_EQ(npy::read(path("lse.npy")).stored, npy::dtype::f32) << "lse stays float32";
+  const reference_result ref = reference(p, 1 / std::sqrt(8.0), false);
+  ASSERT_EQ(out.floats().size(), ref.out.size());
+  for (std::size_t i = 0; i < ref.out.size(); ++i)  // one fp16 rounding of an fp32 result
+    EXPECT_NEAR(out.floats()[i], ref.out[i], 0x1p-11 * std::abs(ref.out[i]) + 1e-5) << "out element " << i;
+}
+
 TEST_F(AttnrunTest, ScaleThreadsAndEqualsSyntax) {
   const problem p(1, 33, 47, 4, 1, 16, 16, 4);  // MQA, more than one tile
   write_problem(p);
@@ -768,11 +813,25 @@ TEST_F(AttnrunBadInput, MissingFile) {
   expect_failure(softmax_args(), "v.npy", exit_failure);
 }
 
-TEST_F(AttnrunBadInput, IntegerAndHalfInputsAreNotFloat32) {
+TEST_F(AttnrunBadInput, IntegerInputsAreNotFloats) {
   write_bytes(path("q.npy"), npy_bytes(f4_dict("(1, 4, 2, 8)", "<i4"), std::string(4 * 64, '\0')));
-  expect_failure(softmax_args(), "dtype", exit_failure);
+  expect_failure_mentioning(softmax_args(), {"--q", "dtype '<i4'", "float16"}, exit_failure);
+}
+
+TEST_F(AttnrunBadInput, KeysAndValuesStoredAlike) {
+  write_bytes(path("k.npy"), npy_bytes(f4_dict("(1, 4, 2, 8)", "<f2"), std::string(2 * 64, '\0')));
+  expect_failure_mentioning(softmax_args(), {"--v", "'<f4'", "'<f2'"}, exit_failure);
+}
+
+TEST_F(AttnrunBadInput, OutDtypeIsFloat32OrFloat16) {
+  expect_failure_mentioning(softmax_args({"--out-dtype", "bfloat16"}), {"--out-dtype", "bfloat16"}, exit_usage);
+}
+
+TEST_F(AttnrunBadInput, HalfInputsOnlyWhereTheVariantStoresThem) {
   write_bytes(path("q.npy"), npy_bytes(f4_dict("(1, 4, 2, 8)", "<f2"), std::string(2 * 64, '\0')));
-  expect_failure(softmax_args(), "dtype", exit_failure);
+  std::vector<std::string> args = softmax_args({"--kernel", "2"});
+  args[1] = "neighborhood";
+  expect_failure_mentioning(args, {"--q", "dtype '<f2'"}, exit_failure);
 }
 
 TEST_F(AttnrunBadInput, WrongRank) {

@@ -13,13 +13,17 @@ namespace attn {
 
 // What the core asks of a SIMD backend: a vector of `width` floats, the few
 // operations the micro-kernels use, and the register blocking.
+// Loads from fp16 and bf16 storage widen `width` values to floats.
 template <class B>
-concept simd_backend = requires(const float* src, float* dst, typename B::vec v, float s) {
+concept simd_backend = requires(const float* src, const float16* half_src, const bfloat16* bf16_src,
+                                float* dst, typename B::vec v, float s) {
   { B::width } -> std::convertible_to<std::size_t>;
   { B::name } -> std::convertible_to<const char*>;
   { B::zero() } -> std::same_as<typename B::vec>;
   { B::broadcast(s) } -> std::same_as<typename B::vec>;
   { B::load(src) } -> std::same_as<typename B::vec>;
+  { B::load(half_src) } -> std::same_as<typename B::vec>;
+  { B::load(bf16_src) } -> std::same_as<typename B::vec>;
   B::store(dst, v);
   { B::add(v, v) } -> std::same_as<typename B::vec>;
   { B::sub(v, v) } -> std::same_as<typename B::vec>;

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstddef>
 
+#include "attn/core/element.hpp"
+
 namespace attn::backend {
 
 // The reference backend: one float per "vector", std::exp2 for the
@@ -28,6 +30,8 @@ struct scalar {
   static vec zero() { return 0.0f; }
   static vec broadcast(float x) { return x; }
   static vec load(const float* p) { return *p; }
+  static vec load(const float16* p) { return to_float(*p); }
+  static vec load(const bfloat16* p) { return to_float(*p); }
   static void store(float* p, vec x) { *p = x; }
   static vec add(vec a, vec b) { return a + b; }
   static vec sub(vec a, vec b) { return a - b; }

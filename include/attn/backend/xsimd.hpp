@@ -9,6 +9,8 @@
 
 #include <xsimd/xsimd.hpp>
 
+#include "attn/core/element.hpp"
+
 namespace attn::backend {
 
 namespace detail {
@@ -63,6 +65,41 @@ inline xsimd::batch<float, Arch> sum_each(const xsimd::batch<float, Arch>* rows,
 }
 #endif
 
+// `width` 16-bit values from p widened to floats. Generic: lane by lane;
+// AVX2 with F16C and AVX-512 convert a vector in one or two instructions
+// (bf16 is the upper half of a float: zero-extend and shift).
+template <class Arch, class T>
+inline xsimd::batch<float, Arch> widen(const T* p, xsimd::generic) {
+  constexpr std::size_t n = xsimd::batch<float, Arch>::size;
+  alignas(64) float lanes[n];
+  for (std::size_t i = 0; i < n; ++i) lanes[i] = to_float(p[i]);
+  return xsimd::batch<float, Arch>::load_aligned(lanes);
+}
+#if XSIMD_WITH_AVX2
+template <class Arch>
+inline xsimd::batch<float, Arch> widen(const bfloat16* p, xsimd::avx2) {
+  const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+}
+#if defined(__F16C__)
+template <class Arch>
+inline xsimd::batch<float, Arch> widen(const float16* p, xsimd::avx2) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+#endif
+#endif
+#if XSIMD_WITH_AVX512F
+template <class Arch>
+inline xsimd::batch<float, Arch> widen(const float16* p, xsimd::avx512f) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+template <class Arch>
+inline xsimd::batch<float, Arch> widen(const bfloat16* p, xsimd::avx512f) {
+  const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+}
+#endif
+
 }  // namespace detail
 
 // Register blocking per xsimd architecture. The generic entry suits any ISA
@@ -108,6 +145,9 @@ struct xsimd_backend : xsimd_blocking<Arch> {
   static vec zero() { return vec(0.0f); }
   static vec broadcast(float x) { return vec(x); }
   static vec load(const float* p) { return vec::load_unaligned(p); }
+  // `width` fp16 or bf16 values widened to floats (exactly).
+  static vec load(const float16* p) { return detail::widen<Arch>(p, Arch{}); }
+  static vec load(const bfloat16* p) { return detail::widen<Arch>(p, Arch{}); }
   static void store(float* p, vec x) { x.store_unaligned(p); }
   static vec add(vec a, vec b) { return a + b; }
   static vec sub(vec a, vec b) { return a - b; }

@@ -27,12 +27,15 @@ namespace attn {
 // per sequence a row of the block table naming its pages in order; key j of
 // sequence b is row j % page_size of page block_table(b, j / page_size).
 // Pages may be shared between sequences and lie in any order. The keys each
-// sequence holds are given beside it (softmax_options::kv_lengths).
-struct paged_kv {
-  view4<const float> k_pages;                       // (P, page_size, Hkv, Dk)
-  view4<const float> v_pages;                       // (P, page_size, Hkv, Dv)
+// sequence holds are given beside it (softmax_options::kv_lengths). The
+// pools are stored as K and V (float, float16 or bfloat16).
+template <class K, class V = K>
+struct typed_paged_kv {
+  view4<const K> k_pages;                           // (P, page_size, Hkv, Dk)
+  view4<const V> v_pages;                           // (P, page_size, Hkv, Dv)
   strided_view<const std::int32_t, 2> block_table;  // (B, max pages per sequence), unit inner stride
 };
+using paged_kv = typed_paged_kv<float>;
 
 // A paged latent cache (FlashMLA's layout): one pool, keys and values are
 // the same rows (latent attention).
@@ -78,17 +81,19 @@ inline index_t check_block_table(const strided_view<const std::int32_t, 2>& tabl
 // The logical (B, capacity, H, D) view of a page pool: extents as a
 // contiguous cache, stride[0] steps from page to page (rows are found
 // through the table).
-inline view4<const float> logical_cache(const view4<const float>& pool, index_t batch, index_t capacity) {
+template <class T>
+view4<const T> logical_cache(const view4<const T>& pool, index_t batch, index_t capacity) {
   return {pool.data, {batch, capacity, pool.extent[2], pool.extent[3]}, pool.stride};
 }
 
-// cu_seqlens (B + 1): non-decreasing row offsets from >= 0 to <= rows (the
-// packed tensor's T). Returns the longest sequence.
 // The sequence count B of B + 1 cumulative offsets (an error when empty).
 inline index_t sequence_count(std::span<const std::int32_t> cu, const char* name) {
   require(!cu.empty(), name, "B + 1 offsets (cu_seqlens)", "an empty span");
   return static_cast<index_t>(cu.size()) - 1;
 }
+
+// cu_seqlens (B + 1): non-decreasing row offsets from >= 0 to <= rows (the
+// packed tensor's T). Returns the longest sequence.
 
 inline index_t check_cu_seqlens(std::span<const std::int32_t> cu, const char* name, index_t rows) {
   sequence_count(cu, name);

@@ -10,6 +10,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "attn/core/element.hpp"
 #include "attn/core/executor.hpp"
 #include "attn/core/merge.hpp"
 #include "attn/core/micro_kernels.hpp"
@@ -32,8 +33,10 @@
 // online-softmax update, O = alpha O + P V. Finalize: 1/l, lse, sinks.
 namespace attn::detail {
 
-// A validated softmax problem (the public entry points build it).
-struct softmax_problem : attention_views {
+// A validated softmax problem (the public entry points build it), its
+// tensors stored as Q, K, V and O (fp32 everywhere inside).
+template <class Q, class K, class V, class O>
+struct typed_softmax_problem : typed_views<Q, K, V, O> {
   view3<float> lse;      // (B, Nq, Hq) or empty
   float scale;
   const float* sinks;    // (Hq) sink logits or null
@@ -46,8 +49,9 @@ struct softmax_problem : attention_views {
   // the result over another key set (lse is then required).
   bool merge_into_out = false;
 
-  float* lse_at(index_t b, index_t i, index_t h) const { return &lse(b, q_index(b, i), h); }
+  float* lse_at(index_t b, index_t i, index_t h) const { return &lse(b, this->q_index(b, i), h); }
 };
+using softmax_problem = typed_softmax_problem<float, float, float, float>;
 
 constexpr index_t round_up(index_t x, index_t m) { return (x + m - 1) / m * m; }
 constexpr index_t ceil_div(index_t x, index_t m) { return (x + m - 1) / m; }
@@ -75,7 +79,8 @@ struct work_split {
 
   // Query tiles of default_positions() tokens and KV tiles of kv_tile keys,
   // unless the mask asks for its own tile shape.
-  explicit work_split(const softmax_problem& p, std::optional<tile_shape> shape = {}) {
+  template <class P>
+  explicit work_split(const P& p, std::optional<tile_shape> shape = {}) {
     const index_t rows = p.tile_rows > 0 ? p.tile_rows : B::query_tile_rows;
     heads = std::min(p.group(), rows);
     head_chunks = ceil_div(p.group(), heads);
@@ -124,8 +129,8 @@ struct tile_rows {
   index_t head(index_t r) const { return kv_head(r) * group + h_offset + r % heads; }
 };
 
-template <class B>
-tile_rows locate(const softmax_problem& p, const work_split<B>& w, index_t item) {
+template <class B, class P>
+tile_rows locate(const P& p, const work_split<B>& w, index_t item) {
   const index_t qt = item % w.query_tiles;
   index_t rest = item / w.query_tiles;
   const index_t hc = rest % w.head_chunks;
@@ -147,14 +152,15 @@ tile_rows locate(const softmax_problem& p, const work_split<B>& w, index_t item)
 // Asks for rows x length floats at the given row stride to be brought into the
 // cache: decode streams K and V once, and a key row of one head is only a few
 // cache lines, too short for the hardware prefetcher to find.
-inline void prefetch_rows(const float* p, index_t stride, index_t rows, index_t length) {
-  constexpr index_t line = 64 / sizeof(float);
+template <class T>
+void prefetch_rows(const T* p, index_t stride, index_t rows, index_t length) {
+  constexpr index_t line = 64 / sizeof(T);
   for (index_t j = 0; j < rows; ++j)
     for (index_t d = 0; d < length; d += line) __builtin_prefetch(p + j * stride + d, 0, 2);
 }
 // The same for keys [j0, j1) of kv head g of k or v, page by page.
-inline void prefetch_keys(const attention_views& p, const view4<const float>& x, index_t b,
-                          index_t j0, index_t j1, index_t g) {
+template <class P, class T>
+void prefetch_keys(const P& p, const view4<const T>& x, index_t b, index_t j0, index_t j1, index_t g) {
   const index_t length = x.extent[3] * x.stride[3];
   for (index_t j = j0; j < j1;) {
     const index_t end = p.pages.paged() ? std::min(j1, (j / p.pages.page_size + 1) * p.pages.page_size) : j1;
@@ -165,8 +171,8 @@ inline void prefetch_keys(const attention_views& p, const view4<const float>& x,
 
 // True when every value of the (keys, dv) tile is finite: v * 0 is 0 for
 // finite v and NaN otherwise.
-template <class B>
-bool tile_is_finite(const float* v, index_t stride, index_t keys, index_t dv) {
+template <class B, class T>
+bool tile_is_finite(const T* v, index_t stride, index_t keys, index_t dv) {
   constexpr index_t W = static_cast<index_t>(B::width);
   auto acc = B::zero();
   const auto zero = B::zero();
@@ -194,7 +200,10 @@ struct workspace {
   // blocks [kv * rows, (kv + 1) * rows) of one tile, so one softmax update
   // fills the lanes that a group of a few rows leaves idle.
   bool joint;
-  bool pack_k, pack_v;  // K / V rows always packed
+  // K / V rows always packed: a gathered walk, an inner stride, padding, or
+  // 16-bit storage under the prefill kernels (widened once per tile for all
+  // its query rows; the decode kernels widen as they load).
+  bool pack_k, pack_v;
   index_t query_size;   // floats per kv head's packed queries
   index_t state_stride; // offset of kv head kv + 1's row state from kv's
   float* state;       // per kv head: queries; then m, l, alpha
@@ -207,13 +216,14 @@ struct workspace {
   // gather: K and V rows are always copied into kbuf / vbuf (gathered tiles).
   // share: the kv heads may share one S^T tile (no score modifier, which
   // may write a whole tile's width).
-  workspace(const softmax_problem& p, const tile_rows& t, index_t keys_per_tile, bool gather = false,
-            bool share = false)
+  template <class P>
+  workspace(const P& p, const tile_rows& t, index_t keys_per_tile, bool gather = false, bool share = false)
       : rows(t.rows_per_kv()),
         dk(p.dk()), dv(p.dv()), dvp(round_up(dv, W)), tile_keys(keys_per_tile),
         by_rows(rows < W && dk % W == 0 && W > 1),
         joint(by_rows && share && !gather && t.kv_heads > 1),
-        pack_k(gather || p.k.stride[3] != 1), pack_v(gather || p.v.stride[3] != 1 || dv % W != 0) {
+        pack_k(gather || p.k.stride[3] != 1 || (!by_rows && !std::is_same_v<typename P::k_type, float>)),
+        pack_v(gather || p.v.stride[3] != 1 || dv % W != 0 || (!by_rows && !std::is_same_v<typename P::v_type, float>)) {
     ldq = joint ? round_up(t.kv_heads * rows, W) : rows <= W ? W : round_up(rows, B::score_query_vecs * W);
     query_size = padded(by_rows ? rows * dk : dk * ldq);
     state_stride = joint ? rows : 3 * padded(ldq);
@@ -243,8 +253,8 @@ struct workspace {
 
 // Q^T (dk, ldq), or Q by rows (rows, dk) for decode-shaped tiles, with
 // scale * log2(e) folded in and zero padding; running max and sum reset.
-template <class B>
-void pack_queries(const softmax_problem& p, const tile_rows& t, const workspace<B>& ws) {
+template <class B, class P>
+void pack_queries(const P& p, const tile_rows& t, const workspace<B>& ws) {
   const float q_scale = p.scale * log2e;
   const index_t row_stride = ws.by_rows ? ws.dk : 1, d_stride = ws.by_rows ? 1 : ws.ldq;
   for (index_t kv = 0; kv < t.kv_heads; ++kv) {
@@ -252,8 +262,9 @@ void pack_queries(const softmax_problem& p, const tile_rows& t, const workspace<
     std::fill_n(q, ws.by_rows ? ws.rows * ws.dk : ws.dk * ws.ldq, 0.0f);
     for (index_t r = 0; r < ws.rows; ++r) {
       const index_t tr = kv * ws.rows + r;
-      const float* src = p.q_row(t.b, t.position(tr), t.head(tr));
-      for (index_t d = 0; d < ws.dk; ++d) q[d * d_stride + r * row_stride] = q_scale * src[d * p.q.stride[3]];
+      const auto* src = p.q_row(t.b, t.position(tr), t.head(tr));
+      for (index_t d = 0; d < ws.dk; ++d)
+        q[d * d_stride + r * row_stride] = q_scale * to_float(src[d * p.q.stride[3]]);
     }
     if (ws.joint && kv > 0) continue;  // one row state for all kv heads
     std::fill_n(ws.m(kv), ws.ldq, lowest_score);
@@ -262,37 +273,62 @@ void pack_queries(const softmax_problem& p, const tile_rows& t, const workspace<
   if (ws.by_rows) std::fill_n(ws.st, ws.tile_keys * ws.ldq, 0.0f);  // padding columns stay 0
 }
 
-// Rows [j0, j0 + keys) of one kv head of k or v, in place when the inner
-// stride is 1, else packed (and zero-padded to `width` columns) into buf.
+// Rows [j0, j0 + keys) of one kv head of k or v: in place (stored as T),
+// or packed as floats (zero-padded to `width` columns) into a buffer.
+template <class T = float>
 struct row_panel {
-  const float* data;
+  const T* data;
   index_t stride;
 };
+
+// n values of a row (stride `stride`) as floats in dst: a copy, or, from
+// 16-bit storage, widened a vector at a time.
+template <class B, class T>
+void widen_row(const T* src, index_t stride, index_t n, float* dst) {
+  constexpr index_t W = static_cast<index_t>(B::width);
+  index_t d = 0;
+  if constexpr (std::is_same_v<T, float>) {
+    if (stride == 1) {
+      std::copy_n(src, n, dst);
+      return;
+    }
+  } else if (stride == 1) {
+    for (; d + W <= n; d += W) B::store(dst + d, B::load(src + d));
+  }
+  for (; d < n; ++d) dst[d] = to_float(src[d * stride]);
+}
+
 // Copies rows [j0, j0 + keys) of one kv head into buf from row `at` on
-// (width columns, zero-padded): pieces of several key runs gathered into one
-// KV tile.
-inline void gather_rows(const attention_views& p, const view4<const float>& x, index_t b,
-                        index_t j0, index_t keys, index_t g, float* buf, index_t at, index_t width) {
+// (width columns, zero-padded, as floats): pieces of several key runs
+// gathered into one KV tile, or a tile of 16-bit K or V widened.
+template <class B, class P, class T>
+void gather_rows(const P& p, const view4<const T>& x, index_t b, index_t j0, index_t keys, index_t g,
+                 float* buf, index_t at, index_t width) {
   const index_t n = x.extent[3];
   for (index_t j = 0; j < keys; ++j) {
     float* dst = buf + (at + j) * width;
-    const float* src = p.kv_row(x, b, j0 + j, g);
-    if (x.stride[3] == 1) {
-      std::copy_n(src, n, dst);
-    } else {
-      for (index_t d = 0; d < n; ++d) dst[d] = src[d * x.stride[3]];
-    }
+    widen_row<B>(p.kv_row(x, b, j0 + j, g), x.stride[3], n, dst);
     std::fill(dst + n, dst + width, 0.0f);
   }
 }
 
-// Rows [j0, j0 + keys) in place when they can be (inner stride 1, one page),
-// else gathered into buf.
-inline row_panel rows_of(const attention_views& p, const view4<const float>& x, index_t b,
-                         index_t j0, index_t keys, index_t g, bool pack, float* buf, index_t width) {
-  if (!pack && p.pages.contiguous(j0, keys)) return {p.kv_row(x, b, j0, g), x.stride[1]};
-  gather_rows(p, x, b, j0, keys, g, buf, 0, width);
-  return {buf, width};
+// f(rows [j0, j0 + keys)): a row_panel<T> in place when they can be (not
+// `pack`, inner stride 1, one page), else a row_panel<float> gathered into
+// buf.
+template <class B, class P, class T, class F>
+void with_rows(const P& p, const view4<const T>& x, index_t b, index_t j0, index_t keys, index_t g, bool pack,
+               float* buf, index_t width, F&& f) {
+  if (!pack && p.pages.contiguous(j0, keys)) return f(row_panel<T>{p.kv_row(x, b, j0, g), x.stride[1]});
+  gather_rows<B>(p, x, b, j0, keys, g, buf, 0, width);
+  f(row_panel<float>{buf, width});
+}
+// The same for fp32 storage, returning the rows.
+template <class B, class P>
+row_panel<float> rows_of(const P& p, const view4<const float>& x, index_t b, index_t j0, index_t keys,
+                         index_t g, bool pack, float* buf, index_t width) {
+  row_panel<float> rows{};
+  with_rows<B>(p, x, b, j0, keys, g, pack, buf, width, [&](row_panel<float> r) { rows = r; });
+  return rows;
 }
 
 // A mask whose key runs are short (a neighborhood's grid rows) asks for them
@@ -348,8 +384,8 @@ void mask_tile(const Mask& mask, const query_block& qb, const tile_rows& t, inde
 // O += P V. On a partial tile whose values hold NaN or inf, masked pairs
 // (p = 0) are skipped explicitly: 0 * NaN would leak into rows that never
 // attend to that key.
-template <class B>
-void accumulate_values(tile_kind kind, const float* pt, index_t ldp, index_t rows, row_panel v,
+template <class B, class T>
+void accumulate_values(tile_kind kind, const float* pt, index_t ldp, index_t rows, row_panel<T> v,
                        index_t keys, index_t dvp, float* o, index_t ldo) {
   constexpr index_t W = static_cast<index_t>(B::width);
   if (kind == tile_kind::full || tile_is_finite<B>(v.data, v.stride, keys, dvp)) {
@@ -387,8 +423,8 @@ inline void remove_keys(float* st, index_t ldq, index_t columns, index_t a, inde
 // the pieces of its key runs inside [key_lo, key_hi) that the mask does not
 // class empty are copied into KV tiles of up to tile_keys keys; each tile
 // runs the same pipeline as a contiguous one, masked piece by piece.
-template <class B, class Mask, class BlockOf>
-void attend_gathered(const softmax_problem& p, const Mask& mask, const tile_rows& t,
+template <class B, class P, class Mask, class BlockOf>
+void attend_gathered(const P& p, const Mask& mask, const tile_rows& t,
                      const workspace<B>& ws, index_t key_lo, index_t key_hi, float* o, index_t ldo,
                      const BlockOf& block_of) {
   struct piece {
@@ -418,7 +454,7 @@ void attend_gathered(const softmax_problem& p, const Mask& mask, const tile_rows
       softmax_update<B>(ws.st, filled, ldq, ws.m(kv), ws.l(kv), ws.alpha(kv));
       rescale_rows<B>(ok, ldo, rows, ws.dvp, ws.alpha(kv));
       accumulate_values<B>(partial ? tile_kind::partial : tile_kind::full, ws.st, ldq, rows,
-                           row_panel{ws.vbuf, ws.dvp}, filled, ws.dvp, ok, ldo);
+                           row_panel<float>{ws.vbuf, ws.dvp}, filled, ws.dvp, ok, ldo);
       filled = 0;
       partial = false;
       pieces.clear();
@@ -431,8 +467,8 @@ void attend_gathered(const softmax_problem& p, const Mask& mask, const tile_rows
         const index_t keys = std::min({run.end, key_hi, j0 + ws.tile_keys - filled}) - j0;
         const tile_kind kind = mask.classify(qb, j0, j0 + keys);
         if (kind != tile_kind::empty) {
-          gather_rows(p, p.k, t.b, j0, keys, g, ws.kbuf, filled, ws.dk);
-          gather_rows(p, p.v, t.b, j0, keys, g, ws.vbuf, filled, ws.dvp);
+          gather_rows<B>(p, p.k, t.b, j0, keys, g, ws.kbuf, filled, ws.dk);
+          gather_rows<B>(p, p.v, t.b, j0, keys, g, ws.vbuf, filled, ws.dvp);
           pieces.push_back({j0, keys, kind});
           partial = partial || kind == tile_kind::partial;
           filled += keys;
@@ -447,8 +483,8 @@ void attend_gathered(const softmax_problem& p, const Mask& mask, const tile_rows
 
 // Runs one work item over keys [key_lo, key_hi) and leaves, per row r, the
 // normalised output in o[r * ldo ...] and the natural-log lse in lse_out[r].
-template <class B, class Mask, class Modifier>
-void attend_tile(const softmax_problem& p, const Mask& mask, const Modifier& modifier,
+template <class B, class P, class Mask, class Modifier>
+void attend_tile(const P& p, const Mask& mask, const Modifier& modifier,
                  const tile_rows& t,
                  index_t tile_keys, index_t key_lo, index_t key_hi, float* o, index_t ldo,
                  float* lse_out) {
@@ -503,10 +539,11 @@ void attend_tile(const softmax_problem& p, const Mask& mask, const Modifier& mod
   auto add_values = [&](const visit& x, index_t a, index_t b) {
     if (a >= b) return;
     float* ok = o + x.kv * rows * ldo;  // (rows, ldo) this kv head's accumulator
-    const row_panel v = rows_of(p, p.v, t.b, a, b - a, t.g0 + x.kv, ws.pack_v, ws.vbuf, ws.dvp);
     // A modifier may remove pairs (a -inf bias) on a full tile too.
     const tile_kind value_kind = std::is_same_v<Modifier, no_modifier> ? x.kind : tile_kind::partial;
-    accumulate_values<B>(value_kind, x.st + (a - x.j0) * ldq, ldq, rows, v, b - a, ws.dvp, ok, ldo);
+    with_rows<B>(p, p.v, t.b, a, b - a, t.g0 + x.kv, ws.pack_v, ws.vbuf, ws.dvp, [&](auto v) {
+      accumulate_values<B>(value_kind, x.st + (a - x.j0) * ldq, ldq, rows, v, b - a, ws.dvp, ok, ldo);
+    });
   };
 
   index_t done = lo;  // keys below are walked (runs may overlap after merging heads)
@@ -570,11 +607,12 @@ void attend_tile(const softmax_problem& p, const Mask& mask, const Modifier& mod
           continue;
         }
 
-        const row_panel k = rows_of(p, p.k, t.b, j0, keys, g, ws.pack_k, ws.kbuf, ws.dk);
-        if (ws.by_rows)
-          score_dot_tile<B>(k.data, k.stride, keys, ws.dk, ws.queries(kv), rows, sk, ldq);
-        else
-          score_tile<B>(k.data, k.stride, keys, ws.dk, ws.queries(kv), ldq, sk);
+        with_rows<B>(p, p.k, t.b, j0, keys, g, ws.pack_k, ws.kbuf, ws.dk, [&](auto k) {
+          if (ws.by_rows)
+            score_dot_tile<B>(k.data, k.stride, keys, ws.dk, ws.queries(kv), rows, sk, ldq);
+          else
+            score_tile<B>(k.data, k.stride, keys, ws.dk, ws.queries(kv), ldq, sk);
+        });
         if constexpr (!std::is_same_v<Modifier, no_modifier>)
           modifier.template apply<B>(score_tile_ref{sk, ldq, j0, keys, t.b, t.i0, t.positions,
                                                     qb.h_begin, t.heads, qb.offset()});
@@ -592,8 +630,9 @@ void attend_tile(const softmax_problem& p, const Mask& mask, const Modifier& mod
         for (const visit& x : visits) {
           const index_t a = std::max(c, x.j0), b = std::min(c + step, x.j0 + x.keys);
           if (a >= b) continue;
-          const row_panel k = rows_of(p, p.k, t.b, a, b - a, t.g0 + x.kv, ws.pack_k, ws.kbuf, ws.dk);
-          score_dot_tile<B>(k.data, k.stride, b - a, ws.dk, ws.queries(x.kv), rows, x.st + (a - x.j0) * ldq, ldq);
+          with_rows<B>(p, p.k, t.b, a, b - a, t.g0 + x.kv, ws.pack_k, ws.kbuf, ws.dk, [&](auto k) {
+            score_dot_tile<B>(k.data, k.stride, b - a, ws.dk, ws.queries(x.kv), rows, x.st + (a - x.j0) * ldq, ldq);
+          });
         }
       for (const visit& x : visits)
         if (x.kind == tile_kind::partial) mask_tile(mask, block_of(x.kv), t, x.j0, x.keys, x.st, ldq);
@@ -610,18 +649,18 @@ void attend_tile(const softmax_problem& p, const Mask& mask, const Modifier& mod
 
 // Writes one finished row to out/lse, merging in the sink logit first and,
 // in a cascade, the row's earlier result over another key set.
-inline void store_row(const softmax_problem& p, index_t b, index_t i, index_t h, float* o,
-                      float lse) {
+template <class P>
+void store_row(const P& p, index_t b, index_t i, index_t h, float* o, float lse) {
   if (p.sinks) merge_row(o, lse, nullptr, p.sinks[h], p.dv());
-  float* out = p.out_row(b, i, h);
+  auto* out = p.out_row(b, i, h);
   const index_t d_stride = p.out.stride[3];
   if (p.merge_into_out) {
     thread_local std::vector<float> earlier;
     earlier.resize(static_cast<std::size_t>(p.dv()));
-    for (index_t d = 0; d < p.dv(); ++d) earlier[d] = out[d * d_stride];
+    for (index_t d = 0; d < p.dv(); ++d) earlier[d] = to_float(out[d * d_stride]);
     merge_row(o, lse, earlier.data(), *p.lse_at(b, i, h), p.dv());
   }
-  for (index_t d = 0; d < p.dv(); ++d) out[d * d_stride] = o[d];
+  for (index_t d = 0; d < p.dv(); ++d) out[d * d_stride] = from_float<typename P::out_type>(o[d]);
   if (!p.lse.empty()) *p.lse_at(b, i, h) = lse;
 }
 
@@ -656,8 +695,8 @@ struct kv_splits {
   index_t count() const { return static_cast<index_t>(keys.size()); }
   bool split() const { return keys.size() + 1 > first.size(); }
 
-  template <class B>
-  kv_splits(const softmax_problem& p, const work_split<B>& w, std::size_t threads) {
+  template <class B, class P>
+  kv_splits(const P& p, const work_split<B>& w, std::size_t threads) {
     std::vector<index_t> item_keys(static_cast<std::size_t>(w.items));
     index_t total = 0, longest = 0;
     for (index_t item = 0; item < w.items; ++item) {
@@ -693,8 +732,8 @@ struct kv_splits {
   }
 };
 
-template <class B, class Masks, class Modifier, class Exec>
-void run_softmax(const softmax_problem& p, const Masks& masks, const Modifier& modifier,
+template <class B, class P, class Masks, class Modifier, class Exec>
+void run_softmax(const P& p, const Masks& masks, const Modifier& modifier,
                  const Exec& exec) {
   const work_split<B> w(p, tile_shape_of(masks));
   if (w.items == 0) return;

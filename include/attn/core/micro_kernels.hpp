@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <utility>
 
+#include "attn/core/element.hpp"
 #include "attn/core/tensor.hpp"
 
 // The two register-blocked micro-kernels of the core, written once over the
@@ -18,11 +19,14 @@
 //
 // Both keep an R x C block of accumulators in registers across the
 // reduction; R and C come from the backend's blocking, tails are smaller
-// instantiations of the same template.
+// instantiations of the same template. K and V may be stored in 16 bits
+// (T = float16, bfloat16): a vector load widens them (B::load), so decode
+// reads a 16-bit cache in place; the broadcast kernel widens element by
+// element, so the core packs 16-bit keys for it (workspace::pack_k).
 namespace attn::detail {
 
-template <class B, int Keys, int QueryVecs>
-inline void score_block(const float* k, index_t k_stride, index_t dk,  // k: (Keys, dk)
+template <class B, int Keys, int QueryVecs, class T>
+inline void score_block(const T* k, index_t k_stride, index_t dk,      // k: (Keys, dk)
                         const float* qt, index_t ldq,                   // qt: (dk, QueryVecs*W)
                         float* st, index_t lds) {                       // st: (Keys, QueryVecs*W)
   using vec = typename B::vec;
@@ -30,13 +34,13 @@ inline void score_block(const float* k, index_t k_stride, index_t dk,  // k: (Ke
   vec acc[Keys][QueryVecs];
   for (int r = 0; r < Keys; ++r)
     for (int c = 0; c < QueryVecs; ++c) acc[r][c] = B::zero();
-  const float* krow[Keys];
+  const T* krow[Keys];
   for (int r = 0; r < Keys; ++r) krow[r] = k + r * k_stride;
   for (index_t d = 0; d < dk; ++d) {
     vec q[QueryVecs];
     for (int c = 0; c < QueryVecs; ++c) q[c] = B::load(qt + d * ldq + c * W);
     for (int r = 0; r < Keys; ++r) {
-      const vec kb = B::broadcast(krow[r][d]);
+      const vec kb = B::broadcast(to_float(krow[r][d]));
       for (int c = 0; c < QueryVecs; ++c) acc[r][c] = B::fma(kb, q[c], acc[r][c]);
     }
   }
@@ -44,9 +48,9 @@ inline void score_block(const float* k, index_t k_stride, index_t dk,  // k: (Ke
     for (int c = 0; c < QueryVecs; ++c) B::store(st + r * lds + c * W, acc[r][c]);
 }
 
-template <class B, int Rows, int ColVecs>
+template <class B, int Rows, int ColVecs, class T>
 inline void value_block(const float* pt, index_t ldp,       // pt: (keys, Rows) of S^T
-                        const float* v, index_t v_stride,   // v: (keys, ColVecs*W)
+                        const T* v, index_t v_stride,       // v: (keys, ColVecs*W)
                         index_t keys,                       //
                         float* o, index_t ldo) {            // o: (Rows, ColVecs*W)
   using vec = typename B::vec;
@@ -69,8 +73,8 @@ inline void value_block(const float* pt, index_t ldp,       // pt: (keys, Rows) 
 // Decode-shaped tiles (a handful of query rows) waste most lanes of the
 // broadcast kernel above, so they take dot products along Dk instead:
 //   S^T[j][r] = sum over d of K[j][d] Q[r][d], vectors over d, reduced at the end.
-template <class B, int Rows, int Keys>
-inline void score_dot_block(const float* k, index_t k_stride, index_t dk,  // k: (Keys, dk)
+template <class B, int Rows, int Keys, class T>
+inline void score_dot_block(const T* k, index_t k_stride, index_t dk,      // k: (Keys, dk)
                             const float* q, index_t ldr,                   // q: (Rows, dk)
                             float* st, index_t lds) {                      // st: (Keys, lds)
   using vec = typename B::vec;
@@ -220,8 +224,8 @@ inline void offset_value_block(const float* const* pt, const offset_run* runs, i
 // keys_of(c, width) bounds the keys of the column block [c, c + width): a
 // causal tile skips the keys after its block's last query (those rows of the
 // block are left unwritten).
-template <class B, class KeysOf>
-inline void score_tile(const float* k, index_t k_stride, index_t dk, const float* qt, index_t ldq,
+template <class B, class T, class KeysOf>
+inline void score_tile(const T* k, index_t k_stride, index_t dk, const float* qt, index_t ldq,
                        float* st, KeysOf keys_of) {
   constexpr index_t W = static_cast<index_t>(B::width);
   for_each_block<B::score_query_vecs>(ldq / W, [&](index_t cv, auto vecs) {
@@ -232,16 +236,16 @@ inline void score_tile(const float* k, index_t k_stride, index_t dk, const float
     });
   });
 }
-template <class B>
-inline void score_tile(const float* k, index_t k_stride, index_t keys, index_t dk,
+template <class B, class T>
+inline void score_tile(const T* k, index_t k_stride, index_t keys, index_t dk,
                        const float* qt, index_t ldq, float* st) {
   score_tile<B>(k, k_stride, dk, qt, ldq, st, [keys](index_t, index_t) { return keys; });
 }
 
 // S^T tile of a decode-shaped tile: st (keys, lds) = K (keys, dk) . Q^T with
 // Q packed by rows (rows, dk); dk is a multiple of W.
-template <class B>
-inline void score_dot_tile(const float* k, index_t k_stride, index_t keys, index_t dk,
+template <class B, class T>
+inline void score_dot_tile(const T* k, index_t k_stride, index_t keys, index_t dk,
                            const float* q, index_t rows, float* st, index_t lds) {
   for_each_block<B::dot_rows>(rows, [&](index_t r, auto rows_n) {
     for_each_block<B::dot_keys>(keys, [&](index_t j, auto n) {
@@ -253,8 +257,8 @@ inline void score_dot_tile(const float* k, index_t k_stride, index_t keys, index
 
 // O (rows, ldo) += P (rows, keys) . V (keys, dv) with P read from S^T.
 // dv is a multiple of W (the caller pads V rows otherwise).
-template <class B>
-inline void value_tile(const float* pt, index_t ldp, index_t rows, const float* v,
+template <class B, class T>
+inline void value_tile(const float* pt, index_t ldp, index_t rows, const T* v,
                        index_t v_stride, index_t keys, index_t dv, float* o, index_t ldo) {
   constexpr index_t W = static_cast<index_t>(B::width);
   for_each_block<B::pv_rows>(rows, [&](index_t r, auto rows_n) {

@@ -42,12 +42,20 @@ struct sequence_layout {
 };
 
 // The four views of an attention problem (DESIGN §1) and the extents every
-// variant reads from them; each variant's problem adds its own options.
-struct attention_views {
-  view4<const float> q;  // (B, Nq, Hq, Dk)
-  view4<const float> k;  // (B, Nk, Hkv, Dk)
-  view4<const float> v;  // (B, Nk, Hkv, Dv)
-  view4<float> out;      // (B, Nq, Hq, Dv)
+// variant reads from them; each variant's problem adds its own options. Each
+// tensor has its own storage type (README, "Reduced precision"): Q, K, V
+// and O are float, float16 or bfloat16.
+template <class Q, class K, class V, class O>
+struct typed_views {
+  using q_type = Q;
+  using k_type = K;
+  using v_type = V;
+  using out_type = O;
+
+  view4<const Q> q;  // (B, Nq, Hq, Dk)
+  view4<const K> k;  // (B, Nk, Hkv, Dk)
+  view4<const V> v;  // (B, Nk, Hkv, Dv)
+  view4<O> out;      // (B, Nq, Hq, Dv)
   // Paged k and v: their extents are the logical (B, Nk, Hkv, D) with Nk the
   // table's capacity, stride[0] steps from page to page and stride[1] from
   // row to row inside a page.
@@ -75,34 +83,55 @@ struct attention_views {
   }
   // Row of query i of sequence b (packed or batched), likewise for out.
   index_t q_index(index_t b, index_t i) const { return sequences.q_starts ? sequences.q_starts[b] + i : i; }
-  const float* q_row(index_t b, index_t i, index_t h) const { return q.row(b, q_index(b, i), h); }
-  float* out_row(index_t b, index_t i, index_t h) const { return out.row(b, q_index(b, i), h); }
+  const Q* q_row(index_t b, index_t i, index_t h) const { return q.row(b, q_index(b, i), h); }
+  O* out_row(index_t b, index_t i, index_t h) const { return out.row(b, q_index(b, i), h); }
 
   // Key row j of sequence b and kv head g of k or v: contiguous, or through
   // the page table. Rows [j, j + n) are evenly strided when no page boundary
   // lies between (pages.contiguous).
-  const float* kv_row(const view4<const float>& x, index_t b, index_t j, index_t g) const {
+  template <class T>
+  const T* kv_row(const view4<const T>& x, index_t b, index_t j, index_t g) const {
     if (!pages.paged()) return x.row(b, sequences.k_starts ? sequences.k_starts[b] + j : j, g);
     const index_t page = pages.table[b * pages.table_stride + j / pages.page_size];
     return x.data + page * x.stride[0] + (j % pages.page_size) * x.stride[1] + g * x.stride[2];
   }
 };
 
+// The all-fp32 problem every variant takes.
+using attention_views = typed_views<float, float, float, float>;
+
+// The memory an input view spans, for the overlap checks of written views.
+struct named_memory {
+  std::uintptr_t begin = 0, end = 0;  // [begin, end) bytes; empty: nothing to overlap
+  const char* name = "";
+
+  template <class T, std::size_t R>
+  named_memory(const strided_view<T, R>& view, const char* view_name) : name(view_name) {
+    if (view.empty() || view.size() == 0) return;
+    begin = reinterpret_cast<std::uintptr_t>(view.data);
+    end = begin + static_cast<std::uintptr_t>(view.span()) * sizeof(T);
+  }
+};
+
 // Checks a view the call writes (out, lse): its shape, that it maps each
 // element to its own address, and that it overlaps none of the inputs.
-template <class T, std::size_t R, std::size_t S = 4>
+template <class T, std::size_t R>
 void check_written(const strided_view<T, R>& written, const char* name, const std::string& expected_shape,
-                   bool shape_ok, std::initializer_list<std::pair<strided_view<const float, S>, const char*>> inputs) {
+                   bool shape_ok, std::initializer_list<named_memory> inputs) {
   require_view(written, name, expected_shape, shape_ok);
   require_distinct(written, name);
-  for (const auto& [view, input] : inputs) require_disjoint(written, name, view, input);
+  const named_memory mine(written, name);
+  if (mine.begin == mine.end) return;
+  for (const named_memory& input : inputs)
+    require(input.begin == input.end || mine.end <= input.begin || input.end <= mine.begin, name,
+            std::string("memory disjoint from ") + input.name, "overlapping buffers");
 }
 
 // Checks lse (B, Nq, H) when given: its shape, that it maps each element to
 // its own address, and that it overlaps none of `others` (out and the
 // inputs); throws attn::error naming the argument.
 inline void check_lse(view3<float> lse, const std::array<index_t, 3>& shape, const char* heads,
-                      std::initializer_list<std::pair<view4<const float>, const char*>> others) {
+                      std::initializer_list<named_memory> others) {
   if (lse.empty()) return;
   check_written(lse, "lse", dims({{"B", shape[0]}, {"Nq", shape[1]}, {heads, shape[2]}}), lse.extent == shape,
                 others);
@@ -111,8 +140,8 @@ inline void check_lse(view3<float> lse, const std::array<index_t, 3>& shape, con
 // Checks the shapes of q, k, v and out against each other (GQA: Hkv divides
 // Hq), and that out maps each element to its own address and overlaps none
 // of the inputs; throws attn::error naming the argument.
-inline attention_views checked_views(view4<const float> q, view4<const float> k, view4<const float> v,
-                                     view4<float> out) {
+template <class Q, class K, class V, class O>
+typed_views<Q, K, V, O> checked_views(view4<const Q> q, view4<const K> k, view4<const V> v, view4<O> out) {
   const index_t b = q.extent[0], nq = q.extent[1], hq = q.extent[2], dk = q.extent[3];
   require_view(q, "q", "(B, Nq, Hq, Dk) with Hq, Dk >= 1", hq >= 1 && dk >= 1);
   const index_t nk = k.extent[1], hkv = k.extent[2];

@@ -8,9 +8,11 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "attn/backend/registry.hpp"
+#include "attn/core/element.hpp"
 #include "attn/core/error.hpp"
 #include "attn/core/executor.hpp"
 #include "attn/core/kv_cache.hpp"
@@ -74,11 +76,12 @@ namespace detail {
 
 // Checks the options against checked views (lse already checked) and
 // builds the problem; throws attn::error.
-inline softmax_problem make_softmax_problem(const attention_views& views, view3<float> lse,
-                                            const softmax_options& opt) {
+template <class Q, class K, class V, class O>
+typed_softmax_problem<Q, K, V, O> make_softmax_problem(const typed_views<Q, K, V, O>& views, view3<float> lse,
+                                                       const softmax_options& opt) {
   const index_t b = views.batch(), nq = views.nq(), hq = views.hq(), dk = views.dk();
   const index_t nk = views.nk();
-  const view4<float>& out = views.out;
+  const view4<O>& out = views.out;
   if (views.ragged())
     require(opt.document_ids.empty(), "document_ids",
             "no document ids in a ragged batch (each sequence is its own document)", "document ids");
@@ -118,9 +121,19 @@ inline softmax_problem make_softmax_problem(const attention_views& views, view3<
   }
   const float scale = opt.scale.value_or(1.0f / std::sqrt(static_cast<float>(dk)));
   require(std::isfinite(scale), "scale", "a finite value", scale);
-  softmax_problem p{views, lse, scale, opt.sinks};
+  typed_softmax_problem<Q, K, V, O> p{views, lse, scale, opt.sinks};
   p.num_splits = opt.num_splits;
   return p;
+}
+
+// A mask argument carries the mask, modifier and key counts itself: of the
+// options only scale, sinks and num_splits may be set beside it.
+inline void check_options_beside_mask(const softmax_options& opt) {
+  require(!opt.has_mask() && !opt.has_modifier(), "softmax_options",
+          "no mask or score-modifier fields beside a mask argument (compose them into it)",
+          "mask or modifier fields set");
+  require(opt.kv_lengths.empty(), "kv_lengths",
+          "no key counts beside a mask argument (compose attn::kv_length_mask into it)", "kv_lengths set");
 }
 
 // The key counts of opt.kv_lengths on a contiguous cache of Nk keys.
@@ -135,10 +148,10 @@ inline void check_kv_lengths(std::span<const std::int32_t> lengths, index_t batc
 }
 
 // The contiguous problem: q, k, v, out, lse and the options.
-inline softmax_problem make_softmax_problem(view4<const float> q, view4<const float> k,
-                                            view4<const float> v, view4<float> out,
-                                            view3<float> lse, const softmax_options& opt) {
-  attention_views views = checked_views(q, k, v, out);
+template <class Q, class K, class V, class O>
+typed_softmax_problem<Q, K, V, O> make_softmax_problem(view4<const Q> q, view4<const K> k, view4<const V> v,
+                                                       view4<O> out, view3<float> lse, const softmax_options& opt) {
+  typed_views<Q, K, V, O> views = checked_views(q, k, v, out);
   check_lse(lse, {views.batch(), views.nq(), views.hq()}, "Hq", {{out, "out"}, {q, "q"}, {k, "k"}, {v, "v"}});
   if (!opt.kv_lengths.empty()) {
     check_kv_lengths(opt.kv_lengths, views.batch(), views.nk());
@@ -169,8 +182,8 @@ struct option_modifiers {
 // f(masks, modifier) runs with the types the options ask for. The built-in
 // masks are built per sequence, aligned at its own offset (Nk - Nq, or its
 // key and query counts in a ragged batch); documents span the whole batch.
-template <class F>
-void with_option_types(const softmax_problem& p, const softmax_options& opt, F&& f) {
+template <class P, class F>
+void with_option_types(const P& p, const softmax_options& opt, F&& f) {
   auto with_mask = [&](const auto& modifier) {
     auto aligned = [&](auto mask_at) {  // mask_at(offset) -> a sequence's mask
       f(per_sequence{[&p, mask_at](index_t b) { return mask_at(p.nk_of(b) - p.nq_of(b)); }}, modifier);
@@ -192,23 +205,49 @@ void with_option_types(const softmax_problem& p, const softmax_options& opt, F&&
 }
 
 // Runs the problem with the masks and modifiers the options ask for.
-template <class Backend, class Exec>
-void run_options(const softmax_problem& p, const softmax_options& opt, const Exec& exec) {
+template <class Backend, class P, class Exec>
+void run_options(const P& p, const softmax_options& opt, const Exec& exec) {
   with_option_types(p, opt, [&](const auto& masks, const auto& modifier) {
     run_softmax<Backend>(p, masks, modifier, exec);
   });
 }
 
+// A view read only, whatever its element's constness.
+template <class T, std::size_t R>
+strided_view<const std::remove_const_t<T>, R> as_input(const strided_view<T, R>& v) {
+  return {v.data, v.extent, v.stride};
+}
+
+// The bodies of attention(q, k, v, out, ...) without and with a mask
+// argument, for every storage type (the public overloads forward here).
+template <class Backend, class Q, class K, class V, class O, class Exec>
+void dense_attention(view4<const Q> q, view4<const K> k, view4<const V> v, view4<O> out, view3<float> lse,
+                     const softmax_options& opt, const Exec& exec) {
+  run_options<Backend>(make_softmax_problem(q, k, v, out, lse, opt), opt, exec);
+}
+template <class Backend, class Q, class K, class V, class O, class Mask, class Modifier, class Exec>
+void masked_attention(view4<const Q> q, view4<const K> k, view4<const V> v, view4<O> out, view3<float> lse,
+                      const Mask& mask, const Modifier& modifier, const softmax_options& opt, const Exec& exec) {
+  check_options_beside_mask(opt);
+  const auto p = make_softmax_problem(q, k, v, out, lse, opt);
+  check_mask(mask, problem_shape{p.batch(), p.hq(), p.nq(), p.nk()});
+  run_softmax<Backend>(p, mask, modifier, exec);
+}
+
 // A paged cache checked for `batch` sequences of queries with hq heads of
 // dk channels: k and v are the pools' logical (B, capacity, Hkv, D) views,
 // rows found through the block table; key counts from `lengths` (required).
+template <class K, class V>
 struct paged_views {
-  view4<const float> k, v;
+  view4<const K> k;
+  view4<const V> v;
   kv_pages pages;
 };
-inline paged_views checked_paged_cache(const paged_kv& cache, index_t batch, index_t hq, index_t dk,
-                                       std::span<const std::int32_t> lengths) {
-  const view4<const float>&kp = cache.k_pages, &vp = cache.v_pages;
+template <class K, class V>
+paged_views<K, V> checked_paged_cache(const typed_paged_kv<K, V>& cache, index_t batch, index_t hq, index_t dk,
+                                      std::span<const std::int32_t> lengths) {
+  const view4<const K>& kp = cache.k_pages;
+  const view4<const V>& vp = cache.v_pages;
   require_view(kp, "k_pages",
                dims({{"P", -1}, {"page_size", -1}, {"Hkv", -1}, {"Dk", dk}}) + " with page_size, Hkv >= 1",
                kp.extent[1] >= 1 && kp.extent[2] >= 1 && kp.extent[3] == dk);
@@ -225,17 +264,18 @@ inline paged_views checked_paged_cache(const paged_kv& cache, index_t batch, ind
 
 // The problem of a paged cache: q (B, Nq, Hq, Dk) and out, lse as for a
 // contiguous cache of the same keys.
-inline softmax_problem make_paged_problem(view4<const float> q, const paged_kv& cache, view4<float> out,
-                                          view3<float> lse, const softmax_options& opt) {
+template <class Q, class K, class V, class O>
+typed_softmax_problem<Q, K, V, O> make_paged_problem(view4<const Q> q, const typed_paged_kv<K, V>& cache,
+                                                     view4<O> out, view3<float> lse, const softmax_options& opt) {
   const index_t b = q.extent[0], nq = q.extent[1], hq = q.extent[2];
   require_view(q, "q", "(B, Nq, Hq, Dk) with Hq, Dk >= 1", hq >= 1 && q.extent[3] >= 1);
-  const paged_views kv = checked_paged_cache(cache, b, hq, q.extent[3], opt.kv_lengths);
+  const paged_views<K, V> kv = checked_paged_cache(cache, b, hq, q.extent[3], opt.kv_lengths);
   const index_t dv = kv.v.extent[3];
   check_written(out, "out", dims({{"B", b}, {"Nq", nq}, {"Hq", hq}, {"Dv", dv}}),
                 out.extent == std::array<index_t, 4>{b, nq, hq, dv},
                 {{q, "q"}, {cache.k_pages, "k_pages"}, {cache.v_pages, "v_pages"}});
   check_lse(lse, {b, nq, hq}, "Hq", {{out, "out"}, {q, "q"}, {cache.k_pages, "k_pages"}, {cache.v_pages, "v_pages"}});
-  attention_views views{q, kv.k, kv.v, out, kv.pages};
+  typed_views<Q, K, V, O> views{q, kv.k, kv.v, out, kv.pages};
   views.sequences.k_lengths = opt.kv_lengths.data();
   return make_softmax_problem(views, lse, opt);
 }
@@ -252,8 +292,19 @@ inline softmax_problem make_paged_problem(view4<const float> q, const paged_kv& 
 template <simd_backend Backend = default_backend, executor Exec = serial>
 void attention(view4<const float> q, view4<const float> k, view4<const float> v, view4<float> out,
                view3<float> lse = {}, const softmax_options& opt = {}, const Exec& exec = {}) {
-  const detail::softmax_problem p = detail::make_softmax_problem(q, k, v, out, lse, opt);
-  detail::run_options<Backend>(p, opt, exec);
+  detail::dense_attention<Backend>(q, k, v, out, lse, opt, exec);
+}
+
+// The same with tensors stored in 16 bits (README, "Reduced precision"):
+// q, k, v and out each float, attn::float16 or attn::bfloat16, e.g. fp32 q
+// and out over an fp16 k and v. Computed in fp32: 16-bit tiles are widened
+// as they are loaded, out is rounded once per element.
+template <simd_backend Backend = default_backend, executor Exec = serial, class Q, class K, class V, class O>
+  requires mixed_storage<Q, K, V, O>
+void attention(strided_view<Q, 4> q, strided_view<K, 4> k, strided_view<V, 4> v, strided_view<O, 4> out,
+               view3<float> lse = {}, const softmax_options& opt = {}, const Exec& exec = {}) {
+  using detail::as_input;
+  detail::dense_attention<Backend>(as_input(q), as_input(k), as_input(v), out, lse, opt, exec);
 }
 
 // Softmax attention with a mask and a score modifier of the caller's
@@ -267,15 +318,18 @@ template <simd_backend Backend = default_backend, mask Mask, score_modifier Modi
 void attention(view4<const float> q, view4<const float> k, view4<const float> v, view4<float> out,
                view3<float> lse, const Mask& mask, const Modifier& modifier = {},
                const softmax_options& opt = {}, const Exec& exec = {}) {
-  detail::require(!opt.has_mask() && !opt.has_modifier(), "softmax_options",
-                  "no mask or score-modifier fields beside a mask argument (compose them into it)",
-                  "mask or modifier fields set");
-  detail::require(opt.kv_lengths.empty(), "kv_lengths",
-                  "no key counts beside a mask argument (compose attn::kv_length_mask into it)",
-                  "kv_lengths set");
-  const detail::softmax_problem p = detail::make_softmax_problem(q, k, v, out, lse, opt);
-  check_mask(mask, problem_shape{p.batch(), p.hq(), p.nq(), p.nk()});
-  detail::run_softmax<Backend>(p, mask, modifier, exec);
+  detail::masked_attention<Backend>(q, k, v, out, lse, mask, modifier, opt, exec);
+}
+
+// The same with tensors stored in 16 bits (as the overload above).
+template <simd_backend Backend = default_backend, mask Mask, score_modifier Modifier = no_modifier,
+          executor Exec = serial, class Q, class K, class V, class O>
+  requires mixed_storage<Q, K, V, O>
+void attention(strided_view<Q, 4> q, strided_view<K, 4> k, strided_view<V, 4> v, strided_view<O, 4> out,
+               view3<float> lse, const Mask& mask, const Modifier& modifier = {},
+               const softmax_options& opt = {}, const Exec& exec = {}) {
+  using detail::as_input;
+  detail::masked_attention<Backend>(as_input(q), as_input(k), as_input(v), out, lse, mask, modifier, opt, exec);
 }
 
 // Softmax attention over a paged K/V cache (vLLM's layout, decode and
@@ -289,6 +343,15 @@ template <simd_backend Backend = default_backend, executor Exec = serial>
 void attention(view4<const float> q, const paged_kv& cache, view4<float> out, view3<float> lse = {},
                const softmax_options& opt = {}, const Exec& exec = {}) {
   detail::run_options<Backend>(detail::make_paged_problem(q, cache, out, lse, opt), opt, exec);
+}
+
+// The same with 16-bit storage: k and v pages (typed_paged_kv<K, V>), q and
+// out each float, attn::float16 or attn::bfloat16.
+template <simd_backend Backend = default_backend, executor Exec = serial, class Q, class K, class V, class O>
+  requires mixed_storage<Q, K, V, O>
+void attention(strided_view<Q, 4> q, const typed_paged_kv<K, V>& cache, strided_view<O, 4> out,
+               view3<float> lse = {}, const softmax_options& opt = {}, const Exec& exec = {}) {
+  detail::run_options<Backend>(detail::make_paged_problem(detail::as_input(q), cache, out, lse, opt), opt, exec);
 }
 
 // Variable-length batches (FlashAttention's varlen API): sequences packed
@@ -338,7 +401,7 @@ void varlen_attention(view3<const float> q, const paged_kv& cache, view3<float> 
   const index_t hq = q.extent[1], dk = q.extent[2];
   detail::require_view(q, "q", "(Tq, Hq, Dk) with Hq, Dk >= 1", hq >= 1 && dk >= 1);
   const index_t batch = detail::sequence_count(cu_seqlens_q, "cu_seqlens_q");
-  const detail::paged_views kv = detail::checked_paged_cache(cache, batch, hq, dk, opt.kv_lengths);
+  const auto kv = detail::checked_paged_cache(cache, batch, hq, dk, opt.kv_lengths);
   const detail::packed_queries pq = detail::checked_packed_queries(
       q, out, lse, cu_seqlens_q, kv.v.extent[3], {{cache.k_pages, "k_pages"}, {cache.v_pages, "v_pages"}});
   detail::attention_views views{pq.q, kv.k, kv.v, pq.out, kv.pages};

@@ -361,7 +361,7 @@ void attend_moba_span(const softmax_problem& p, const moba_selection& sel, const
       for (index_t j0 = blk.begin(c); j0 < blk.end(c); j0 += tile_keys) {
         if (j0 > pos[n - 1]) break;  // no row of the chunk sees these keys
         const index_t keys = std::min(tile_keys, blk.end(c) - j0);
-        const row_panel kp = rows_of(p, p.k, b, j0, keys, g, pack_k, kbuf, dk);
+        const row_panel kp = rows_of<B>(p, p.k, b, j0, keys, g, pack_k, kbuf, dk);
         score_tile<B>(kp.data, kp.stride, keys, dk, qt, ldq, st);
         const tile_kind kind = j0 + keys - 1 > pos[0] ? tile_kind::partial : tile_kind::full;
         if (kind == tile_kind::partial) {
@@ -373,7 +373,7 @@ void attend_moba_span(const softmax_problem& p, const moba_selection& sel, const
         }
         softmax_update<B>(st, keys, ldq, cm, cl, alpha);
         rescale_rows<B>(co, dvp, n, dvp, alpha);
-        const row_panel vp = rows_of(p, p.v, b, j0, keys, g, pack_v, vbuf, dvp);
+        const row_panel vp = rows_of<B>(p, p.v, b, j0, keys, g, pack_v, vbuf, dvp);
         accumulate_values<B>(kind, st, ldq, n, vp, keys, dvp, co, dvp);
       }
 
