@@ -7,6 +7,7 @@
 // of the same shape, softmax_bench.cpp) in the same run; and prefill (N =
 // 4096, 8 heads, d = 128) with q, k, v and out all in one storage type, in
 // GFLOP/s beside prefill_attn's fp32 figure.
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,31 @@ void precision_decode(benchmark::State& state) {
   }
   attn::bench::set_flops(state, p.flops(false));
   attn::bench::set_bytes(state, static_cast<double>(k.size() + v.size()) * sizeof(T));
+  state.counters["tokens/s"] = benchmark::Counter(1.0, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// Args: Nkv, threads. K and V quantized to int8 with a scale per row.
+template <class Backend>
+void precision_decode_int8(benchmark::State& state) {
+  const index_t nkv = state.range(0), hq = 32, hkv = 8, d = 128;
+  const int threads = static_cast<int>(state.range(1));
+  attn::bench::problem p(1, 1, nkv, hq, hkv, d, d);
+  buffer<std::int8_t> k(p.k.size()), v(p.v.size());
+  buffer<float> k_scales(static_cast<std::size_t>(nkv * hkv)), v_scales(k_scales.size());
+  auto quantized = [&](const attn::bench::float_buffer& x, buffer<std::int8_t>& values, buffer<float>& scales) {
+    const auto view = attn::bshd(values.data(), 1, nkv, hkv, d);
+    const attn::view3<float> scale_view{scales.data(), {1, nkv, hkv}, {nkv * hkv, hkv, 1}};
+    attn::quantize(attn::bshd<const float>(x.data(), 1, nkv, hkv, d), view, scale_view);
+    return attn::quantized{view, scale_view};
+  };
+  const attn::quantized kq = quantized(p.k, k, k_scales), vq = quantized(p.v, v, v_scales);
+  for (auto _ : state) {
+    attn::attention<Backend>(p.qv(), kq, vq, p.outv(), p.lsev(), {}, attn::openmp{threads});
+    benchmark::DoNotOptimize(p.out.data());
+  }
+  attn::bench::set_flops(state, p.flops(false));
+  attn::bench::set_bytes(state, static_cast<double>(k.size() + v.size()) +
+                                    static_cast<double>(k_scales.size() + v_scales.size()) * sizeof(float));
   state.counters["tokens/s"] = benchmark::Counter(1.0, benchmark::Counter::kIsIterationInvariantRate);
 }
 
@@ -92,6 +118,8 @@ const bool registered = attn::bench::for_each_wide_backend([]<class Backend>(con
   register_type<Backend, float>(name);
   register_type<Backend, attn::float16>(name);
   register_type<Backend, attn::bfloat16>(name);
+  benchmark::RegisterBenchmark(("precision_decode<" + name + ",int8>").c_str(), precision_decode_int8<Backend>)
+      ->Apply(decode_args);
 });
 
 }  // namespace

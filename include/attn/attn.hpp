@@ -11,6 +11,7 @@
 #include "attn/mask/masks.hpp"
 #include "attn/mask/score_mods.hpp"
 #include "attn/core/kv_cache.hpp"
+#include "attn/core/quantized.hpp"
 #include "attn/variant/block_sparse.hpp"
 #include "attn/variant/cascade.hpp"
 #include "attn/variant/dense.hpp"

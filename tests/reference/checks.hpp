@@ -11,11 +11,14 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include <gtest/gtest.h>
 
+#include "attn/core/element.hpp"
 #include "attn/core/executor.hpp"
+#include "reference/random.hpp"
 #include "reference/softmax_reference.hpp"
 
 // Accuracy checks against the fp64 oracle (DESIGN §1) and the typed-test
@@ -266,5 +269,25 @@ struct openmp2_exec {
   static constexpr const char* name = "openmp2";
   static attn::openmp make() { return attn::openmp{2}; }
 };
+
+// Reduced precision (README, "Reduced precision"): a float tensor's
+// storage rounded to T (the tensor then holds the rounded values, the
+// oracle's inputs), and the accuracy contract of an output stored as O:
+// fp32 accumulation everywhere, so only its final rounding adds error.
+template <class T, std::size_t R>
+std::vector<T> rounded(tensor<R>& t) {
+  std::vector<T> stored(t.storage.size());
+  for (std::size_t n = 0; n < stored.size(); ++n) {
+    stored[n] = attn::from_float<T>(t.storage[n]);
+    t.storage[n] = attn::to_float(stored[n]);
+  }
+  return stored;
+}
+template <class O>
+tolerance storage_contract() {
+  if constexpr (std::is_same_v<O, attn::bfloat16>) return {8e-3, 8e-3, 1e-5};
+  if constexpr (std::is_same_v<O, attn::float16>) return {1e-3, 1e-3, 1e-5};
+  return {};
+}
 
 }  // namespace attn::ref

@@ -215,11 +215,7 @@ struct types {
     return std::string(attn::element_name<Q>()) + "_" + attn::element_name<K>() + "_" + attn::element_name<V>() +
            "_" + attn::element_name<O>();
   }
-  static ref::tolerance contract() {
-    if constexpr (std::is_same_v<O, bfloat16>) return {8e-3, 8e-3, 1e-5};
-    if constexpr (std::is_same_v<O, float16>) return {1e-3, 1e-3, 1e-5};
-    return {};
-  }
+  static ref::tolerance contract() { return ref::storage_contract<O>(); }
 };
 
 // Three combinations cover each type in each role: an fp16 cache under

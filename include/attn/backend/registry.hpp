@@ -4,6 +4,7 @@
 
 #include <concepts>
 #include <cstddef>
+#include <cstdint>
 #include <type_traits>
 
 #include "attn/backend/scalar.hpp"
@@ -16,7 +17,7 @@ namespace attn {
 // Loads from fp16 and bf16 storage widen `width` values to floats.
 template <class B>
 concept simd_backend = requires(const float* src, const float16* half_src, const bfloat16* bf16_src,
-                                float* dst, typename B::vec v, float s) {
+                                const std::int8_t* int8_src, float* dst, typename B::vec v, float s) {
   { B::width } -> std::convertible_to<std::size_t>;
   { B::name } -> std::convertible_to<const char*>;
   { B::zero() } -> std::same_as<typename B::vec>;
@@ -24,6 +25,7 @@ concept simd_backend = requires(const float* src, const float16* half_src, const
   { B::load(src) } -> std::same_as<typename B::vec>;
   { B::load(half_src) } -> std::same_as<typename B::vec>;
   { B::load(bf16_src) } -> std::same_as<typename B::vec>;
+  { B::load(int8_src) } -> std::same_as<typename B::vec>;
   B::store(dst, v);
   { B::add(v, v) } -> std::same_as<typename B::vec>;
   { B::sub(v, v) } -> std::same_as<typename B::vec>;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 
 #include "attn/core/element.hpp"
 
@@ -32,6 +33,7 @@ struct scalar {
   static vec load(const float* p) { return *p; }
   static vec load(const float16* p) { return to_float(*p); }
   static vec load(const bfloat16* p) { return to_float(*p); }
+  static vec load(const std::int8_t* p) { return to_float(*p); }
   static void store(float* p, vec x) { *p = x; }
   static vec add(vec a, vec b) { return a + b; }
   static vec sub(vec a, vec b) { return a - b; }

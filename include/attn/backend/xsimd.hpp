@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 
@@ -65,9 +66,10 @@ inline xsimd::batch<float, Arch> sum_each(const xsimd::batch<float, Arch>* rows,
 }
 #endif
 
-// `width` 16-bit values from p widened to floats. Generic: lane by lane;
-// AVX2 with F16C and AVX-512 convert a vector in one or two instructions
-// (bf16 is the upper half of a float: zero-extend and shift).
+// `width` 16-bit or int8 values from p widened to floats. Generic: lane by
+// lane; SSE4.1, AVX2 (with F16C for fp16) and AVX-512 convert a vector in
+// one or two instructions (bf16 is the upper half of a float: zero-extend
+// and shift; int8 is sign-extended to int32, then converted).
 template <class Arch, class T>
 inline xsimd::batch<float, Arch> widen(const T* p, xsimd::generic) {
   constexpr std::size_t n = xsimd::batch<float, Arch>::size;
@@ -75,7 +77,19 @@ inline xsimd::batch<float, Arch> widen(const T* p, xsimd::generic) {
   for (std::size_t i = 0; i < n; ++i) lanes[i] = to_float(p[i]);
   return xsimd::batch<float, Arch>::load_aligned(lanes);
 }
+#if XSIMD_WITH_SSE4_1
+template <class Arch>
+inline xsimd::batch<float, Arch> widen(const std::int8_t* p, xsimd::sse4_1) {
+  std::int32_t bytes;
+  std::memcpy(&bytes, p, sizeof(bytes));
+  return _mm_cvtepi32_ps(_mm_cvtepi8_epi32(_mm_cvtsi32_si128(bytes)));
+}
+#endif
 #if XSIMD_WITH_AVX2
+template <class Arch>
+inline xsimd::batch<float, Arch> widen(const std::int8_t* p, xsimd::avx2) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
 template <class Arch>
 inline xsimd::batch<float, Arch> widen(const bfloat16* p, xsimd::avx2) {
   const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
@@ -89,6 +103,10 @@ inline xsimd::batch<float, Arch> widen(const float16* p, xsimd::avx2) {
 #endif
 #endif
 #if XSIMD_WITH_AVX512F
+template <class Arch>
+inline xsimd::batch<float, Arch> widen(const std::int8_t* p, xsimd::avx512f) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
 template <class Arch>
 inline xsimd::batch<float, Arch> widen(const float16* p, xsimd::avx512f) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
@@ -148,6 +166,8 @@ struct xsimd_backend : xsimd_blocking<Arch> {
   // `width` fp16 or bf16 values widened to floats (exactly).
   static vec load(const float16* p) { return detail::widen<Arch>(p, Arch{}); }
   static vec load(const bfloat16* p) { return detail::widen<Arch>(p, Arch{}); }
+  // `width` int8 values as floats (exactly; the row's scale is applied by the core).
+  static vec load(const std::int8_t* p) { return detail::widen<Arch>(p, Arch{}); }
   static void store(float* p, vec x) { x.store_unaligned(p); }
   static vec add(vec a, vec b) { return a + b; }
   static vec sub(vec a, vec b) { return a - b; }

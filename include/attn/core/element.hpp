@@ -28,7 +28,18 @@ struct bfloat16 {
 template <class T>
 concept storage_element = std::same_as<T, float> || std::same_as<T, float16> || std::same_as<T, bfloat16>;
 
+// int8 K or V (a quantized cache): each row of a kv head holds int8 values
+// and one fp32 scale beside them (attn::quantized); the kernels widen the
+// values and apply the scales to the score and probability tiles.
+template <class T>
+concept quantized_element = std::same_as<T, std::int8_t>;
+
+// A type K or V may be stored in.
+template <class T>
+concept kv_element = storage_element<T> || quantized_element<T>;
+
 constexpr float to_float(float x) { return x; }
+constexpr float to_float(std::int8_t x) { return static_cast<float>(x); }
 
 constexpr float to_float(float16 h) {
   const std::uint32_t sign = static_cast<std::uint32_t>(h.bits & 0x8000u) << 16;
@@ -99,14 +110,16 @@ concept mixed_storage =
       std::is_same_v<std::remove_const_t<V>, float> && std::is_same_v<O, float>);
 
 // The name attnrun and the errors use for a storage type.
-template <storage_element T>
+template <kv_element T>
 constexpr const char* element_name() {
   if constexpr (std::is_same_v<T, float>)
     return "float32";
   else if constexpr (std::is_same_v<T, float16>)
     return "float16";
-  else
+  else if constexpr (std::is_same_v<T, bfloat16>)
     return "bfloat16";
+  else
+    return "int8";
 }
 
 }  // namespace attn

@@ -201,8 +201,8 @@ struct workspace {
   // fills the lanes that a group of a few rows leaves idle.
   bool joint;
   // K / V rows always packed: a gathered walk, an inner stride, padding, or
-  // 16-bit storage under the prefill kernels (widened once per tile for all
-  // its query rows; the decode kernels widen as they load).
+  // 16-bit or int8 storage under the prefill kernels (widened once per tile
+  // for all its query rows; the decode kernels widen as they load).
   bool pack_k, pack_v;
   index_t query_size;   // floats per kv head's packed queries
   index_t state_stride; // offset of kv head kv + 1's row state from kv's
@@ -282,7 +282,7 @@ struct row_panel {
 };
 
 // n values of a row (stride `stride`) as floats in dst: a copy, or, from
-// 16-bit storage, widened a vector at a time.
+// 16-bit or int8 storage, widened a vector at a time.
 template <class B, class T>
 void widen_row(const T* src, index_t stride, index_t n, float* dst) {
   constexpr index_t W = static_cast<index_t>(B::width);
@@ -300,7 +300,8 @@ void widen_row(const T* src, index_t stride, index_t n, float* dst) {
 
 // Copies rows [j0, j0 + keys) of one kv head into buf from row `at` on
 // (width columns, zero-padded, as floats): pieces of several key runs
-// gathered into one KV tile, or a tile of 16-bit K or V widened.
+// gathered into one KV tile, or a tile of 16-bit or int8 K or V widened
+// (int8 values unscaled: see scale_key_rows).
 template <class B, class P, class T>
 void gather_rows(const P& p, const view4<const T>& x, index_t b, index_t j0, index_t keys, index_t g,
                  float* buf, index_t at, index_t width) {
@@ -329,6 +330,45 @@ row_panel<float> rows_of(const P& p, const view4<const float>& x, index_t b, ind
   row_panel<float> rows{};
   with_rows<B>(p, x, b, j0, keys, g, pack, buf, width, [&](row_panel<float> r) { rows = r; });
   return rows;
+}
+
+// int8 K or V (attn::quantized): key j's row is scale_j times its int8
+// values and the kernels ran on the values, so each key's row of S^T (its
+// scores) is scaled after scoring, and of P^T (its probabilities) before
+// P V; other storage types pass through. Keys [j0, j0 + keys) of kv head g,
+// in columns [0, columns) of a (keys, ldq) tile.
+template <class P>
+void scale_key_rows(const P& p, const view3<const float>& scales, index_t b, index_t j0, index_t keys, index_t g,
+                    float* st, index_t ldq, index_t columns, bool zero_stays_zero) {
+  if (keys <= 0) return;
+  const bool in_page = p.pages.contiguous(j0, keys);  // the keys' scales evenly strided
+  const float* first = &p.kv_scale(scales, b, j0, g);
+  auto scale_rows = [&](auto width) {  // width: columns, a constant for decode's few rows
+    for (index_t j = 0; j < keys; ++j) {
+      const float s = in_page ? first[j * scales.stride[1]] : p.kv_scale(scales, b, j0 + j, g);
+      float* row = st + j * ldq;
+      if (!zero_stays_zero || std::isfinite(s))
+        for (index_t c = 0; c < width; ++c) row[c] *= s;
+      else  // p = 0 (a masked pair) times a NaN or inf scale stays 0
+        for (index_t c = 0; c < width; ++c) row[c] = row[c] == 0.0f ? 0.0f : row[c] * s;
+    }
+  };
+  if (columns <= 8)
+    with_count<8>(static_cast<int>(columns), scale_rows);
+  else
+    scale_rows(columns);
+}
+template <class P>
+void apply_k_scales(const P& p, index_t b, index_t j0, index_t keys, index_t g, float* st, index_t ldq,
+                    index_t columns) {
+  if constexpr (quantized_element<typename P::k_type>)
+    scale_key_rows(p, p.k_scales, b, j0, keys, g, st, ldq, columns, false);
+}
+template <class P>
+void apply_v_scales(const P& p, index_t b, index_t j0, index_t keys, index_t g, float* pt, index_t ldq,
+                    index_t columns) {
+  if constexpr (quantized_element<typename P::v_type>)
+    scale_key_rows(p, p.v_scales, b, j0, keys, g, pt, ldq, columns, true);
 }
 
 // A mask whose key runs are short (a neighborhood's grid rows) asks for them
@@ -448,11 +488,17 @@ void attend_gathered(const P& p, const Mask& mask, const tile_rows& t,
         score_tile<B>(ws.kbuf, ws.dk, filled, ws.dk, ws.queries(kv), ldq, ws.st);
       index_t at = 0;
       for (const piece& x : pieces) {
+        apply_k_scales(p, t.b, x.j0, x.keys, g, ws.st + at * ldq, ldq, rows);
         if (x.kind == tile_kind::partial) mask_tile(mask, qb, t, x.j0, x.keys, ws.st + at * ldq, ldq);
         at += x.keys;
       }
       softmax_update<B>(ws.st, filled, ldq, ws.m(kv), ws.l(kv), ws.alpha(kv));
       rescale_rows<B>(ok, ldo, rows, ws.dvp, ws.alpha(kv));
+      at = 0;
+      for (const piece& x : pieces) {
+        apply_v_scales(p, t.b, x.j0, x.keys, g, ws.st + at * ldq, ldq, rows);
+        at += x.keys;
+      }
       accumulate_values<B>(partial ? tile_kind::partial : tile_kind::full, ws.st, ldq, rows,
                            row_panel<float>{ws.vbuf, ws.dvp}, filled, ws.dvp, ok, ldo);
       filled = 0;
@@ -541,6 +587,7 @@ void attend_tile(const P& p, const Mask& mask, const Modifier& modifier,
     float* ok = o + x.kv * rows * ldo;  // (rows, ldo) this kv head's accumulator
     // A modifier may remove pairs (a -inf bias) on a full tile too.
     const tile_kind value_kind = std::is_same_v<Modifier, no_modifier> ? x.kind : tile_kind::partial;
+    apply_v_scales(p, t.b, a, b - a, t.g0 + x.kv, x.st + (a - x.j0) * ldq, ldq, rows);
     with_rows<B>(p, p.v, t.b, a, b - a, t.g0 + x.kv, ws.pack_v, ws.vbuf, ws.dvp, [&](auto v) {
       accumulate_values<B>(value_kind, x.st + (a - x.j0) * ldq, ldq, rows, v, b - a, ws.dvp, ok, ldo);
     });
@@ -613,6 +660,7 @@ void attend_tile(const P& p, const Mask& mask, const Modifier& modifier,
           else
             score_tile<B>(k.data, k.stride, keys, ws.dk, ws.queries(kv), ldq, sk);
         });
+        apply_k_scales(p, t.b, j0, keys, g, sk, ldq, rows);
         if constexpr (!std::is_same_v<Modifier, no_modifier>)
           modifier.template apply<B>(score_tile_ref{sk, ldq, j0, keys, t.b, t.i0, t.positions,
                                                     qb.h_begin, t.heads, qb.offset()});
@@ -633,6 +681,7 @@ void attend_tile(const P& p, const Mask& mask, const Modifier& modifier,
           with_rows<B>(p, p.k, t.b, a, b - a, t.g0 + x.kv, ws.pack_k, ws.kbuf, ws.dk, [&](auto k) {
             score_dot_tile<B>(k.data, k.stride, b - a, ws.dk, ws.queries(x.kv), rows, x.st + (a - x.j0) * ldq, ldq);
           });
+          apply_k_scales(p, t.b, a, b - a, t.g0 + x.kv, x.st + (a - x.j0) * ldq, ldq, rows);
         }
       for (const visit& x : visits)
         if (x.kind == tile_kind::partial) mask_tile(mask, block_of(x.kv), t, x.j0, x.keys, x.st, ldq);

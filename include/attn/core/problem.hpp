@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "attn/core/tensor.hpp"
@@ -44,7 +45,7 @@ struct sequence_layout {
 // The four views of an attention problem (DESIGN §1) and the extents every
 // variant reads from them; each variant's problem adds its own options. Each
 // tensor has its own storage type (README, "Reduced precision"): Q, K, V
-// and O are float, float16 or bfloat16.
+// and O are float, float16 or bfloat16, and K, V may be int8 with scales.
 template <class Q, class K, class V, class O>
 struct typed_views {
   using q_type = Q;
@@ -61,6 +62,10 @@ struct typed_views {
   // row to row inside a page.
   kv_pages pages{};
   sequence_layout sequences{};
+  // int8 k or v (attn::quantized): the fp32 scale of each row, indexed as
+  // the rows (B, Nk, Hkv), stride 0 across heads when one scale serves a
+  // token's every head; empty otherwise.
+  view3<const float> k_scales{}, v_scales{};
 
   index_t batch() const { return q.extent[0]; }
   index_t nq() const { return q.extent[1]; }
@@ -91,11 +96,32 @@ struct typed_views {
   // lies between (pages.contiguous).
   template <class T>
   const T* kv_row(const view4<const T>& x, index_t b, index_t j, index_t g) const {
-    if (!pages.paged()) return x.row(b, sequences.k_starts ? sequences.k_starts[b] + j : j, g);
+    return kv_at(x, b, j, g);
+  }
+  // The scale of key j of sequence b, kv head g, of an int8 k or v.
+  const float& kv_scale(const view3<const float>& scales, index_t b, index_t j, index_t g) const {
+    return *kv_at(scales, b, j, g);
+  }
+
+ private:
+  // Element (b, j, g, 0) of a view indexed as the keys (k, v, their scales).
+  template <class T, std::size_t R>
+  const T* kv_at(const strided_view<const T, R>& x, index_t b, index_t j, index_t g) const {
+    if (!pages.paged()) {
+      const index_t row = sequences.k_starts ? sequences.k_starts[b] + j : j;
+      return x.data + b * x.stride[0] + row * x.stride[1] + g * x.stride[2];
+    }
     const index_t page = pages.table[b * pages.table_stride + j / pages.page_size];
     return x.data + page * x.stride[0] + (j % pages.page_size) * x.stride[1] + g * x.stride[2];
   }
 };
+
+// A view read only, whatever its element's constness (the typed entry
+// points take views of const or mutable elements alike).
+template <class T, std::size_t R>
+strided_view<const std::remove_const_t<T>, R> as_input(const strided_view<T, R>& v) {
+  return {v.data, v.extent, v.stride};
+}
 
 // The all-fp32 problem every variant takes.
 using attention_views = typed_views<float, float, float, float>;

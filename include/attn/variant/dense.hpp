@@ -17,6 +17,7 @@
 #include "attn/core/executor.hpp"
 #include "attn/core/kv_cache.hpp"
 #include "attn/core/main_loop.hpp"
+#include "attn/core/quantized.hpp"
 #include "attn/core/schedule.hpp"
 #include "attn/core/tensor.hpp"
 #include "attn/core/validate.hpp"
@@ -212,12 +213,6 @@ void run_options(const P& p, const softmax_options& opt, const Exec& exec) {
   });
 }
 
-// A view read only, whatever its element's constness.
-template <class T, std::size_t R>
-strided_view<const std::remove_const_t<T>, R> as_input(const strided_view<T, R>& v) {
-  return {v.data, v.extent, v.stride};
-}
-
 // The bodies of attention(q, k, v, out, ...) without and with a mask
 // argument, for every storage type (the public overloads forward here).
 template <class Backend, class Q, class K, class V, class O, class Exec>
@@ -225,13 +220,38 @@ void dense_attention(view4<const Q> q, view4<const K> k, view4<const V> v, view4
                      const softmax_options& opt, const Exec& exec) {
   run_options<Backend>(make_softmax_problem(q, k, v, out, lse, opt), opt, exec);
 }
+template <class Backend, class P, class Mask, class Modifier, class Exec>
+void run_masked(const P& p, const Mask& mask, const Modifier& modifier, const Exec& exec) {
+  check_mask(mask, problem_shape{p.batch(), p.hq(), p.nq(), p.nk()});
+  run_softmax<Backend>(p, mask, modifier, exec);
+}
 template <class Backend, class Q, class K, class V, class O, class Mask, class Modifier, class Exec>
 void masked_attention(view4<const Q> q, view4<const K> k, view4<const V> v, view4<O> out, view3<float> lse,
                       const Mask& mask, const Modifier& modifier, const softmax_options& opt, const Exec& exec) {
   check_options_beside_mask(opt);
-  const auto p = make_softmax_problem(q, k, v, out, lse, opt);
-  check_mask(mask, problem_shape{p.batch(), p.hq(), p.nq(), p.nk()});
-  run_softmax<Backend>(p, mask, modifier, exec);
+  run_masked<Backend>(make_softmax_problem(q, k, v, out, lse, opt), mask, modifier, exec);
+}
+
+// The problem of an int8 k and v: their values as the K and V views, the
+// scales beside them (checked against the values' rows, disjoint from out
+// and lse).
+template <class P>
+void attach_scales(P& p, const view3<const float>& k_scales, const view3<const float>& v_scales,
+                   index_t scale_rows, index_t capacity, const char* rows_name, const char* capacity_name) {
+  p.k_scales = checked_scales(k_scales, "k_scales", scale_rows, capacity, p.hkv(), rows_name, capacity_name, "Hkv");
+  p.v_scales = checked_scales(v_scales, "v_scales", scale_rows, capacity, p.hkv(), rows_name, capacity_name, "Hkv");
+  for (const auto& [scales, name] : {std::pair{k_scales, "k_scales"}, std::pair{v_scales, "v_scales"}}) {
+    require_disjoint(p.out, "out", scales, name);
+    if (!p.lse.empty()) require_disjoint(p.lse, "lse", scales, name);
+  }
+}
+template <class Q, class O>
+typed_softmax_problem<Q, std::int8_t, std::int8_t, O> make_quantized_problem(
+    view4<const Q> q, const quantized& k, const quantized& v, view4<O> out, view3<float> lse,
+    const softmax_options& opt) {
+  auto p = make_softmax_problem(q, k.values, v.values, out, lse, opt);
+  attach_scales(p, k.scales, v.scales, p.batch(), p.nk(), "B", "Nk");
+  return p;
 }
 
 // A paged cache checked for `batch` sequences of queries with hq heads of
@@ -280,6 +300,19 @@ typed_softmax_problem<Q, K, V, O> make_paged_problem(view4<const Q> q, const typ
   return make_softmax_problem(views, lse, opt);
 }
 
+template <class Q, class O>
+typed_softmax_problem<Q, std::int8_t, std::int8_t, O> make_quantized_paged_problem(
+    view4<const Q> q, const quantized_paged_kv& cache, view4<O> out, view3<float> lse, const softmax_options& opt) {
+  auto p = make_paged_problem(q, typed_paged_kv<std::int8_t>{cache.k_pages, cache.v_pages, cache.block_table}, out,
+                              lse, opt);
+  attach_scales(p, cache.k_scales, cache.v_scales, cache.k_pages.extent[0], cache.k_pages.extent[1], "P",
+                "page_size");
+  // The scales as the logical (B, capacity, Hkv) views the table indexes.
+  for (view3<const float>* scales : {&p.k_scales, &p.v_scales})
+    *scales = {scales->data, {p.batch(), p.nk(), p.hkv()}, scales->stride};
+  return p;
+}
+
 }  // namespace detail
 
 // Softmax attention (DESIGN §1): out = softmax(scale * q k^T [+ mask]) v,
@@ -307,6 +340,18 @@ void attention(strided_view<Q, 4> q, strided_view<K, 4> k, strided_view<V, 4> v,
   detail::dense_attention<Backend>(as_input(q), as_input(k), as_input(v), out, lse, opt, exec);
 }
 
+// The same over an int8 K/V cache (attn::quantized: int8 values with a
+// scale per token and head, or per token; attn::quantize builds it), q and
+// out each float, attn::float16 or attn::bfloat16 (README, "Reduced
+// precision").
+template <simd_backend Backend = default_backend, executor Exec = serial, class Q, class O>
+  requires storage_element<std::remove_const_t<Q>> && storage_element<O>
+void attention(strided_view<Q, 4> q, const quantized& k, const quantized& v, strided_view<O, 4> out,
+               view3<float> lse = {}, const softmax_options& opt = {}, const Exec& exec = {}) {
+  const auto p = detail::make_quantized_problem(detail::as_input(q), k, v, out, lse, opt);
+  detail::run_options<Backend>(p, opt, exec);
+}
+
 // Softmax attention with a mask and a score modifier of the caller's
 // (FlexAttention's model, fused): any attn::mask, e.g. built-ins composed
 // with & and |, attn::mask_from(predicate[, classifier]), or
@@ -332,6 +377,18 @@ void attention(strided_view<Q, 4> q, strided_view<K, 4> k, strided_view<V, 4> v,
   detail::masked_attention<Backend>(as_input(q), as_input(k), as_input(v), out, lse, mask, modifier, opt, exec);
 }
 
+// The same over an int8 K/V cache (as the options form above).
+template <simd_backend Backend = default_backend, mask Mask, score_modifier Modifier = no_modifier,
+          executor Exec = serial, class Q, class O>
+  requires storage_element<std::remove_const_t<Q>> && storage_element<O>
+void attention(strided_view<Q, 4> q, const quantized& k, const quantized& v, strided_view<O, 4> out,
+               view3<float> lse, const Mask& mask, const Modifier& modifier = {},
+               const softmax_options& opt = {}, const Exec& exec = {}) {
+  detail::check_options_beside_mask(opt);
+  detail::run_masked<Backend>(detail::make_quantized_problem(detail::as_input(q), k, v, out, lse, opt), mask,
+                              modifier, exec);
+}
+
 // Softmax attention over a paged K/V cache (vLLM's layout, decode and
 // chunked prefill): q (B, Nq, Hq, Dk), cache.k_pages (P, page_size, Hkv, Dk),
 // cache.v_pages (P, page_size, Hkv, Dv), cache.block_table (B, max_pages)
@@ -352,6 +409,16 @@ template <simd_backend Backend = default_backend, executor Exec = serial, class 
 void attention(strided_view<Q, 4> q, const typed_paged_kv<K, V>& cache, strided_view<O, 4> out,
                view3<float> lse = {}, const softmax_options& opt = {}, const Exec& exec = {}) {
   detail::run_options<Backend>(detail::make_paged_problem(detail::as_input(q), cache, out, lse, opt), opt, exec);
+}
+
+// The same over a paged int8 cache (quantized_paged_kv: the pools of int8
+// values and their scales, row for row).
+template <simd_backend Backend = default_backend, executor Exec = serial, class Q, class O>
+  requires storage_element<std::remove_const_t<Q>> && storage_element<O>
+void attention(strided_view<Q, 4> q, const quantized_paged_kv& cache, strided_view<O, 4> out,
+               view3<float> lse = {}, const softmax_options& opt = {}, const Exec& exec = {}) {
+  detail::run_options<Backend>(detail::make_quantized_paged_problem(detail::as_input(q), cache, out, lse, opt), opt,
+                               exec);
 }
 
 // Variable-length batches (FlashAttention's varlen API): sequences packed

@@ -1,0 +1,440 @@
+// SPDX-FileCopyrightText: 2026 The attn authors
+// SPDX-License-Identifier: Apache-2.0
+
+// int8 K/V caches (attn::quantized): attn::quantize's rounding and scales,
+// every backend's int8 widening load, and softmax attention over int8 K and
+// V against the fp64 oracle on the dequantized inputs (the kernel itself
+// adds only fp32 rounding), typed over every backend: per-row and per-token
+// scales, contiguous, strided and paged, decode and prefill, masks, NaN
+// isolation and a long decode; and the accuracy cost of quantizing against
+// the unquantized inputs (README, "Reduced precision").
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "attn/attn.hpp"
+#include "reference/checks.hpp"
+#include "reference/random.hpp"
+
+namespace {
+
+using attn::index_t;
+namespace ref = attn::ref;
+
+// ---------------------------------------------------------------------------
+// attn::quantize
+
+TEST(Quantize, RoundsEachRowToItsOwnScale) {
+  ref::rng g(3);
+  ref::tensor4 x = ref::random<4>(g, {2, 5, 3, 37}, ref::padded_bshd, -4.0f, 4.0f);
+  x.view(1, 2, 1, 5) = 100.0f;  // one row with a large value: its own scale
+  for (index_t d = 0; d < 37; ++d) x.view(0, 1, 2, d) = 0.0f;  // a zero row
+  std::vector<std::int8_t> values(2 * 5 * 3 * 37);
+  std::vector<float> scales(2 * 5 * 3);
+  attn::quantize(x.cview(), attn::bshd(values.data(), 2, 5, 3, 37),
+                 attn::view3<float>{scales.data(), {2, 5, 3}, {15, 3, 1}});
+  for (index_t b = 0; b < 2; ++b)
+    for (index_t j = 0; j < 5; ++j)
+      for (index_t h = 0; h < 3; ++h) {
+        const float scale = scales[static_cast<std::size_t>((b * 5 + j) * 3 + h)];
+        float largest = 0.0f;
+        for (index_t d = 0; d < 37; ++d) largest = std::max(largest, std::fabs(x.view(b, j, h, d)));
+        ASSERT_EQ(scale, largest / 127.0f);
+        for (index_t d = 0; d < 37; ++d) {
+          const std::int8_t q = values[static_cast<std::size_t>(((b * 5 + j) * 3 + h) * 37 + d)];
+          ASSERT_GE(q, -127);
+          ASSERT_LE(std::fabs(x.view(b, j, h, d) - scale * q), scale * 0.5f * (1.0f + 1e-5f))
+              << "b=" << b << " j=" << j << " h=" << h << " d=" << d;
+        }
+      }
+  EXPECT_EQ(scales[(0 * 5 + 1) * 3 + 2], 0.0f);  // the zero row
+}
+
+TEST(Quantize, OneScalePerTokenSpansItsHeads) {
+  ref::rng g(4);
+  ref::tensor4 x = ref::random<4>(g, {1, 4, 3, 8}, ref::bshd_memory);
+  x.view(0, 2, 2, 7) = -9.0f;
+  std::vector<std::int8_t> values(4 * 3 * 8);
+  std::vector<float> scales(4);
+  attn::quantize(x.cview(), attn::bshd(values.data(), 1, 4, 3, 8),
+                 attn::view3<float>{scales.data(), {1, 4, 1}, {4, 1, 1}});
+  EXPECT_EQ(scales[2], 9.0f / 127.0f);
+  EXPECT_EQ(values[(2 * 3 + 2) * 8 + 7], -127);
+  for (index_t j = 0; j < 4; ++j)
+    for (index_t h = 0; h < 3; ++h)
+      for (index_t d = 0; d < 8; ++d)
+        ASSERT_LE(std::fabs(x.view(0, j, h, d) -
+                            scales[j] * values[static_cast<std::size_t>((j * 3 + h) * 8 + d)]),
+                  scales[j] * 0.5f * (1.0f + 1e-5f));
+}
+
+TEST(Quantize, NonFiniteRowGetsNanScaleAndOthersAreUntouched) {
+  std::vector<float> x(2 * 4, 0.5f);
+  x[5] = std::numeric_limits<float>::infinity();  // row 1
+  std::vector<std::int8_t> values(x.size(), 1);
+  std::vector<float> scales(2);
+  attn::quantize(attn::bshd<const float>(x.data(), 1, 2, 1, 4),
+                 attn::bshd(values.data(), 1, 2, 1, 4),
+                 attn::view3<float>{scales.data(), {1, 2, 1}, {2, 1, 1}});
+  EXPECT_EQ(scales[0], 0.5f / 127.0f);
+  EXPECT_TRUE(std::isnan(scales[1]));
+  for (int d = 0; d < 4; ++d) {
+    EXPECT_EQ(values[static_cast<std::size_t>(d)], 127);
+    EXPECT_EQ(values[static_cast<std::size_t>(4 + d)], 0);
+  }
+}
+
+TEST(Quantize, BadShapesAreRefusedAndNothingIsWritten) {
+  std::vector<float> x(2 * 3 * 2 * 4, 1.0f);
+  std::vector<std::int8_t> values(x.size(), 7);
+  std::vector<float> scales(2 * 3 * 2, -1.0f);
+  const auto xv = attn::bshd<const float>(x.data(), 2, 3, 2, 4);
+  EXPECT_TRUE(ref::throws_naming(
+      [&] {
+        attn::quantize(xv, attn::bshd(values.data(), 2, 3, 2, 3),
+                       attn::view3<float>{scales.data(), {2, 3, 2}, {6, 2, 1}});
+      },
+      {"values", "D=4"}));
+  EXPECT_TRUE(ref::throws_naming(
+      [&] {
+        attn::quantize(xv, attn::bshd(values.data(), 2, 3, 2, 4),
+                       attn::view3<float>{scales.data(), {2, 3, 3}, {9, 3, 1}});
+      },
+      {"scales", "(B, N, 1)"}));
+  EXPECT_TRUE(std::all_of(values.begin(), values.end(), [](std::int8_t v) { return v == 7; }));
+  EXPECT_TRUE(std::all_of(scales.begin(), scales.end(), [](float s) { return s == -1.0f; }));
+}
+
+// Every backend's int8 load widens each lane exactly.
+template <class B>
+class Int8WidenTest : public ::testing::Test {};
+TYPED_TEST_SUITE(Int8WidenTest, ref::backend_types, ref::backend_name);
+
+TYPED_TEST(Int8WidenTest, LoadsWidenEveryLaneExactly) {
+  using B = TypeParam;
+  constexpr std::size_t W = B::width;
+  std::vector<std::int8_t> src(256 + 2 * W);
+  for (std::size_t n = 0; n < src.size(); ++n) src[n] = static_cast<std::int8_t>(n * 37 + 128);
+  std::vector<float> lanes(W);
+  for (std::size_t at = 0; at + W <= src.size(); ++at) {  // every start: unaligned too
+    B::store(lanes.data(), B::load(src.data() + at));
+    for (std::size_t i = 0; i < W; ++i)
+      ASSERT_EQ(lanes[i], static_cast<float>(src[at + i])) << "at " << at;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Attention over an int8 cache.
+
+// A float tensor quantized with attn::quantize (values in the tensor's own
+// layout, scales per row or per token in `scale_memory`); the float tensor
+// is replaced by what the cache holds, scale * value (the oracle's inputs).
+struct int8_tensor {
+  std::vector<std::int8_t> values;
+  ref::tensor3 scales;
+  attn::view4<std::int8_t> value_view;
+
+  int8_tensor(ref::tensor4& t, bool per_token, const ref::layout3& scale_memory)
+      : values(t.storage.size(), 0),
+        scales(
+            ref::filled<3>({t.view.extent[0], t.view.extent[1], per_token ? 1 : t.view.extent[2]},
+                           scale_memory, std::numeric_limits<float>::quiet_NaN())) {
+    value_view = {values.data(), t.view.extent, t.view.stride};
+    attn::quantize(t.cview(), value_view, scales.view);
+    for (index_t b = 0; b < t.view.extent[0]; ++b)
+      for (index_t j = 0; j < t.view.extent[1]; ++j)
+        for (index_t h = 0; h < t.view.extent[2]; ++h)
+          for (index_t d = 0; d < t.view.extent[3]; ++d)
+            t.view(b, j, h, d) = scale(b, j, h) * static_cast<float>(value_view(b, j, h, d));
+  }
+  float& scale(index_t b, index_t j, index_t h) {
+    return scales.view(b, j, scales.view.extent[2] == 1 ? 0 : h);
+  }
+  attn::quantized cache() const { return {value_view, scales.cview()}; }
+};
+
+struct shape {
+  index_t b, nq, nk, hq, hkv, dk, dv;
+};
+
+struct spec {
+  shape s{};
+  bool causal = false;
+  bool per_token = false;  // one scale per token (else per token and head)
+  ref::layout4 mem = ref::bshd_memory;
+  ref::layout3 scale_memory = ref::bsh_memory;
+  std::optional<std::array<index_t, 2>> window{};
+  index_t sink_tokens = 0;
+  index_t page_size = 0;   // > 0: a paged cache of shuffled pages
+  index_t nan_key = -1;    // key whose v scale is NaN (batch 0, kv head 0)
+  bool user_mask = false;  // the mask overload (causal as a predicate, a softcap)
+};
+
+std::string describe(const spec& c) {
+  std::ostringstream s;
+  s << "B=" << c.s.b << " Nq=" << c.s.nq << " Nk=" << c.s.nk << " Hq=" << c.s.hq
+    << " Hkv=" << c.s.hkv << " Dk=" << c.s.dk << " Dv=" << c.s.dv << (c.causal ? " causal" : "")
+    << (c.per_token ? " per-token" : "") << (c.window ? " window" : "")
+    << (c.page_size > 0 ? " page_size=" + std::to_string(c.page_size) : "")
+    << (c.nan_key >= 0 ? " nan_key=" + std::to_string(c.nan_key) : "")
+    << (c.user_mask ? " user mask" : "");
+  return s.str();
+}
+
+constexpr float sentinel = -1234.5f;
+
+// Pools of `page_size` rows in reverse order (sequence b's page n is pool
+// page pages - 1 - (b * per_seq + n)) holding x's rows, and the table.
+template <class T>
+struct paged_pool {
+  std::vector<T> pool;
+  attn::strided_view<T, 4> view;
+};
+template <class T, class View>
+paged_pool<T> paged(const View& x, index_t page_size, const std::vector<std::int32_t>& table,
+                    index_t per_seq) {
+  const index_t b = x.extent[0], nk = x.extent[1], h = x.extent[2];
+  index_t d = 1;
+  if constexpr (View::rank == 4) d = x.extent[3];
+  const index_t pages = b * per_seq;
+  paged_pool<T> p{std::vector<T>(static_cast<std::size_t>(pages * page_size * h * d)), {}};
+  p.view = {p.pool.data(), {pages, page_size, h, d}, {page_size * h * d, h * d, d, 1}};
+  for (index_t s = 0; s < b; ++s)
+    for (index_t j = 0; j < nk; ++j) {
+      const index_t page = table[static_cast<std::size_t>(s * per_seq + j / page_size)];
+      for (index_t hh = 0; hh < h; ++hh)
+        for (index_t c = 0; c < d; ++c) {
+          if constexpr (View::rank == 4)
+            p.view(page, j % page_size, hh, c) = x(s, j, hh, c);
+          else
+            p.view(page, j % page_size, hh, c) = x(s, j, hh);
+        }
+    }
+  return p;
+}
+
+// Runs one spec with q and out stored as QO on backend B (2 OpenMP
+// threads) and checks it against the oracle on the dequantized k and v.
+template <class B, class QO = float>
+void expect_oracle(const spec& c) {
+  SCOPED_TRACE(describe(c));
+  const shape& s = c.s;
+  ref::rng g(static_cast<std::uint64_t>(s.nq * 131 + s.nk * 7 + s.dk) ^ 0x1a8u);
+  ref::tensor4 q = ref::random<4>(g, {s.b, s.nq, s.hq, s.dk}, c.mem);
+  ref::tensor4 k = ref::random<4>(g, {s.b, s.nk, s.hkv, s.dk}, c.mem);
+  ref::tensor4 v = ref::random<4>(g, {s.b, s.nk, s.hkv, s.dv}, c.mem);
+  int8_tensor k8(k, c.per_token, c.scale_memory), v8(v, c.per_token, c.scale_memory);
+  if (c.nan_key >= 0) {
+    v8.scale(0, c.nan_key, 0) = std::numeric_limits<float>::quiet_NaN();
+    for (index_t h = 0; h < (c.per_token ? s.hkv : 1); ++h)
+      ref::inject_nan_row(v.view, 0, c.nan_key, h);
+  }
+  const std::vector<QO> q_stored = ref::rounded<QO>(q);
+  ref::tensor4 out = ref::filled<4>({s.b, s.nq, s.hq, s.dv}, c.mem, sentinel);
+  std::vector<QO> out_stored = ref::rounded<QO>(out);
+  ref::tensor3 lse = ref::filled<3>({s.b, s.nq, s.hq}, ref::bsh_memory, sentinel);
+  const attn::view4<const QO> qv{q_stored.data(), q.view.extent, q.view.stride};
+  const attn::view4<QO> ov{out_stored.data(), out.view.extent, out.view.stride};
+
+  attn::softmax_options opt;
+  opt.causal = c.causal;
+  opt.window = c.window;
+  opt.sink_tokens = c.sink_tokens;
+  if (c.user_mask) {
+    opt.causal = true;  // for the oracle
+    const auto mask = attn::mask_from(
+        [off = s.nk - s.nq](index_t, index_t, index_t i, index_t j) { return j <= i + off; });
+    attn::attention<B>(qv, k8.cache(), v8.cache(), ov, lse.view, mask, attn::no_modifier{}, {},
+                       attn::openmp{2});
+  } else if (c.page_size == 0) {
+    attn::attention<B>(qv, k8.cache(), v8.cache(), ov, lse.view, opt, attn::openmp{2});
+  } else {
+    const index_t per_seq = (s.nk + c.page_size - 1) / c.page_size, pages = s.b * per_seq;
+    std::vector<std::int32_t> table(static_cast<std::size_t>(pages));
+    for (index_t n = 0; n < pages; ++n)
+      table[static_cast<std::size_t>(n)] = static_cast<std::int32_t>(pages - 1 - n);
+    const auto kp = paged<std::int8_t>(k8.value_view, c.page_size, table, per_seq);
+    const auto vp = paged<std::int8_t>(v8.value_view, c.page_size, table, per_seq);
+    const auto ks = paged<float>(k8.scales.view, c.page_size, table, per_seq);
+    const auto vs = paged<float>(v8.scales.view, c.page_size, table, per_seq);
+    auto scales3 = [](const attn::strided_view<float, 4>& x) {
+      return attn::view3<const float>{
+          x.data, {x.extent[0], x.extent[1], x.extent[2]}, {x.stride[0], x.stride[1], x.stride[2]}};
+    };
+    const attn::quantized_paged_kv cache{kp.view,
+                                         scales3(ks.view),
+                                         vp.view,
+                                         scales3(vs.view),
+                                         {table.data(), {s.b, per_seq}, {per_seq, 1}}};
+    std::vector<std::int32_t> lengths(static_cast<std::size_t>(s.b),
+                                      static_cast<std::int32_t>(s.nk));
+    opt.kv_lengths = lengths;
+    attn::attention<B>(qv, cache, ov, lse.view, opt, attn::openmp{2});
+    opt.kv_lengths = {};
+  }
+
+  for (std::size_t n = 0; n < out.storage.size(); ++n)
+    out.storage[n] = attn::to_float(out_stored[n]);
+  const ref::softmax_result expected = ref::softmax_attention(q.cview(), k.cview(), v.cview(), opt);
+  EXPECT_TRUE(
+      ref::within_contract(out.cview(), lse.cview(), expected, ref::storage_contract<QO>()));
+  EXPECT_TRUE(out.padding_holds(attn::to_float(attn::from_float<QO>(sentinel))))
+      << "out was written outside its view";
+}
+
+template <class B>
+class Int8Test : public ::testing::Test {};
+TYPED_TEST_SUITE(Int8Test, ref::backend_types, ref::backend_name);
+
+template <class B>
+void expect_oracle_both_masks(spec c) {
+  c.causal = false;
+  expect_oracle<B>(c);
+  c.causal = true;
+  expect_oracle<B>(c);
+}
+
+TYPED_TEST(Int8Test, SmallPrimeAndTileEdgeShapes) {
+  for (const shape s :
+       {shape{1, 1, 1, 1, 1, 1, 1}, shape{2, 7, 13, 4, 2, 5, 3}, shape{1, 127, 129, 2, 1, 16, 16},
+        shape{1, 97, 257, 3, 1, 64, 64}, shape{2, 33, 33, 8, 8, 80, 80}})
+    expect_oracle_both_masks<TypeParam>({s});
+}
+
+TYPED_TEST(Int8Test, DecodeGroupedHeadsInPlace) {
+  // Nq = 1..2 over one or more kv heads: the decode kernels widen K and V
+  // in place and scale the score and probability rows; per-token scales too.
+  for (const bool per_token : {false, true})
+    for (const shape s : {shape{1, 1, 300, 32, 8, 128, 128}, shape{3, 1, 1000, 4, 1, 64, 64},
+                          shape{1, 2, 515, 8, 2, 256, 256}, shape{2, 1, 77, 6, 3, 32, 40}})
+      expect_oracle_both_masks<TypeParam>({s, false, per_token});
+}
+
+TYPED_TEST(Int8Test, StridedValuesAndScales) {
+  for (const ref::layout4 mem : {ref::bhsd_memory, ref::padded_bshd, ref::bsdh_memory}) {
+    spec prefill{{2, 19, 70, 4, 2, 32, 32}, false, false, mem, ref::padded_bsh};
+    spec decode{{2, 1, 70, 4, 2, 32, 32}, false, false, mem, ref::layout3{{0, 2, 1}, {}}};
+    expect_oracle_both_masks<TypeParam>(prefill);
+    expect_oracle_both_masks<TypeParam>(decode);
+  }
+}
+
+TYPED_TEST(Int8Test, PagedCacheOfShuffledPages) {
+  spec decode{{2, 1, 300, 8, 2, 64, 64}}, prefill{{1, 5, 130, 4, 4, 32, 32}, true, true};
+  decode.page_size = 64;
+  prefill.page_size = 7;  // tiles cross pages: gathered
+  expect_oracle<TypeParam>(decode);
+  expect_oracle<TypeParam>(prefill);
+}
+
+TYPED_TEST(Int8Test, SlidingWindowWithSinkTokens) {
+  spec decode{{1, 1, 700, 8, 2, 64, 64}}, prefill{{1, 40, 300, 4, 2, 32, 32}};
+  for (spec* c : {&decode, &prefill}) {
+    c->window = std::array<index_t, 2>{63, 0};
+    c->sink_tokens = 4;
+    expect_oracle<TypeParam>(*c);
+  }
+}
+
+TYPED_TEST(Int8Test, UserMaskOverload) {
+  spec c{{1, 45, 200, 4, 2, 32, 32}};
+  c.user_mask = true;
+  expect_oracle<TypeParam>(c);
+}
+
+TYPED_TEST(Int8Test, NanScaleReachesOnlyRowsThatAttendIt) {
+  // Causal: queries before key 40 never see its NaN v scale; decode sees it.
+  spec prefill{{1, 64, 64, 2, 1, 32, 32}, true}, decode{{1, 1, 300, 8, 2, 64, 64}};
+  prefill.nan_key = 40;
+  decode.nan_key = 123;
+  expect_oracle<TypeParam>(prefill);
+  expect_oracle<TypeParam>(decode);
+}
+
+TEST(Int8, Bfloat16QueriesAndOutput) {
+  expect_oracle<attn::default_backend, attn::bfloat16>({{2, 1, 300, 8, 2, 64, 64}});
+  expect_oracle<attn::default_backend, attn::bfloat16>({{1, 33, 90, 4, 2, 32, 32}, true});
+}
+
+// The cost of quantizing itself: the int8 cache's output against the fp64
+// oracle on the unquantized fp32 k and v. The README's accuracy table
+// quotes these figures (random inputs, |q|, |k|, |v| <= 1, d = 128).
+TEST(Int8, AccuracyCostAgainstUnquantizedInputs) {
+  for (const bool per_token : {false, true}) {
+    SCOPED_TRACE(per_token ? "per token" : "per token and head");
+    ref::rng g(17);
+    const index_t nk = 4096;
+    ref::tensor4 q = ref::random<4>(g, {1, 1, 32, 128}, ref::bshd_memory);
+    ref::tensor4 k = ref::random<4>(g, {1, nk, 8, 128}, ref::bshd_memory);
+    ref::tensor4 v = ref::random<4>(g, {1, nk, 8, 128}, ref::bshd_memory);
+    const ref::softmax_result exact = ref::softmax_attention(q.cview(), k.cview(), v.cview());
+    int8_tensor k8(k, per_token, ref::bsh_memory), v8(v, per_token, ref::bsh_memory);
+    ref::tensor4 out = ref::filled<4>({1, 1, 32, 128}, ref::bshd_memory, 0.0f);
+    ref::tensor3 lse = ref::filled<3>({1, 1, 32}, ref::bsh_memory, 0.0f);
+    attn::attention(q.cview(), k8.cache(), v8.cache(), out.view, lse.view);
+    const ref::accuracy a = ref::measure(out.cview(), lse.cview(), exact, {1.0, 1.0, 1.0});
+    const std::string key = per_token ? "per_token" : "per_row";
+    RecordProperty(key + "_rel_frobenius", std::to_string(a.rel_frobenius));
+    RecordProperty(key + "_max_abs", std::to_string(a.max_abs));
+    RecordProperty(key + "_max_lse", std::to_string(a.max_lse));
+    // Each element moves by up to scale / 2 (uniform rounding: ~1/sqrt(12)
+    // of a step), and the output averages thousands of such rows.
+    EXPECT_LT(a.rel_frobenius, 1e-2) << a.summary();
+    EXPECT_GT(a.rel_frobenius, 1e-5) << "quantizing should cost something: " << a.summary();
+    EXPECT_LT(a.max_lse, 1e-3) << a.summary();
+  }
+}
+
+// Decode over 65536 int8 keys: fp32 sums do not drift.
+TEST(Int8Slow, LongDecodeDoesNotDrift) {
+  expect_oracle<attn::default_backend>({{1, 1, 65536, 8, 2, 64, 64}});
+  expect_oracle<attn::default_backend>({{1, 1, 65536, 8, 2, 64, 64}, true, true});
+}
+
+TEST(Int8, BadScalesAreRefusedNamingTheArgument) {
+  std::vector<std::int8_t> k(2 * 10 * 2 * 8), v(k.size());
+  std::vector<float> ks(2 * 10 * 2, 1.0f), vs(ks.size(), 1.0f);
+  std::vector<float> q(2 * 3 * 4 * 8), out(q.size(), sentinel);
+  const auto qv = attn::bshd<const float>(q.data(), 2, 3, 4, 8);
+  const attn::quantized good_v{attn::bshd<const std::int8_t>(v.data(), 2, 10, 2, 8),
+                               attn::view3<const float>{vs.data(), {2, 10, 2}, {20, 2, 1}}};
+  auto k_with = [&](attn::view3<const float> scales) {
+    return attn::quantized{attn::bshd<const std::int8_t>(k.data(), 2, 10, 2, 8), scales};
+  };
+  EXPECT_TRUE(ref::throws_naming(
+      [&] {
+        attn::attention(qv, k_with({ks.data(), {2, 9, 2}, {18, 2, 1}}), good_v,
+                        attn::bshd(out.data(), 2, 3, 4, 8));
+      },
+      {"k_scales", "Nk=10"}));
+  EXPECT_TRUE(ref::throws_naming(
+      [&] {
+        attn::attention(qv, k_with({ks.data(), {2, 10, 3}, {30, 3, 1}}), good_v,
+                        attn::bshd(out.data(), 2, 3, 4, 8));
+      },
+      {"k_scales", "Hkv=2"}));
+  EXPECT_TRUE(ref::throws_naming(
+      [&] { attn::attention(qv, k_with({}), good_v, attn::bshd(out.data(), 2, 3, 4, 8)); },
+      {"k_scales"}));
+  // out may not overlap the scales.
+  EXPECT_TRUE(ref::throws_naming(
+      [&] {
+        attn::attention(qv, k_with({ks.data(), {2, 10, 2}, {20, 2, 1}}), good_v,
+                        attn::bshd(out.data(), 2, 3, 4, 8),
+                        attn::view3<float>{ks.data(), {2, 3, 4}, {12, 4, 1}});
+      },
+      {"lse", "k_scales"}));
+  EXPECT_TRUE(std::all_of(out.begin(), out.end(), [](float x) { return x == sentinel; }));
+}
+
+}  // namespace
