@@ -78,7 +78,9 @@ constexpr std::string_view usage_text =
                --scale F [--lse L.npy] [--causal] [--threads N] [--repeat N]
 
 Runs attention on .npy files (float32 '<f4' little-endian, C order; softmax
-also reads float16 '<f2' q, k and v, stored and computed on as fp16):
+also reads float16 '<f2' q, k and v, each stored as its file is; neighborhood,
+block_sparse with --layout and latent read '<f2' too, stored as fp16 when
+every input is, else widened; the computation is fp32 in every case):
   q (B, Nq, Hq, Dk), k (B, Nk, Hkv, Dk), v (B, Nk, Hkv, Dv)
   -> out (B, Nq, Hq, Dv), lse (B, Nq, Hq) natural-log log-sum-exp.
 Hq % Hkv == 0 (GQA/MQA); masks are bottom-right aligned when Nq != Nk.
@@ -428,6 +430,18 @@ void with_element(attn::npy::dtype type, F&& f) {
     f(float{});
 }
 
+// f(T{}) for the variants that take one storage type for all their inputs
+// (neighborhood, block-sparse layouts, latent): attn::float16 when every
+// input is stored as float16, else float; a float16 input beside float32
+// ones was widened exactly, so the result is the fp32 computation on the
+// values the files hold.
+template <class F>
+void with_shared_element(std::initializer_list<const input*> inputs, F&& f) {
+  const bool all_half =
+      std::all_of(inputs.begin(), inputs.end(), [](const input* t) { return t->stored == attn::npy::dtype::f16; });
+  with_element(all_half ? attn::npy::dtype::f16 : attn::npy::dtype::f32, f);
+}
+
 // The input's values as T: its own floats, or its halves again in
 // `storage` (exact: they were widened from halves).
 template <class T>
@@ -767,9 +781,9 @@ int run_neighborhood(const common_flags& c, std::span<const attn::neighborhood_d
          (R == 1 ? " value" : " values");
     return s;
   };
-  const input q = read_input("--q", c.q, N, layout("Hq, Dk"));
-  const input k = read_input("--k", c.k, N, layout("Hkv, Dk"));
-  const input v = read_input("--v", c.v, N, layout("Hkv, Dv"));
+  const input q = read_float_input("--q", c.q, N, layout("Hq, Dk"));
+  const input k = read_float_input("--k", c.k, N, layout("Hkv, Dk"));
+  const input v = read_float_input("--v", c.v, N, layout("Hkv, Dv"));
   // The batch and grid of k and v must be those of q; the library checks the
   // rest (Dk, Hkv, GQA).
   const std::span<const std::int64_t> batch_and_grid(q.shape.data(), R + 1);
@@ -788,18 +802,22 @@ int run_neighborhood(const common_flags& c, std::span<const attn::neighborhood_d
   const auto out_view = c_order_view<N>(result.out.data(), result.out_shape);
   const auto lse_view = c.lse ? c_order_view<N - 1>(result.lse.data(), result.lse_shape)
                               : attn::strided_view<float, N - 1>{};
-  const auto q_view = c_order_view<N>(q.data(), q.shape);
-  const auto k_view = c_order_view<N>(k.data(), k.shape);
-  const auto v_view = c_order_view<N>(v.data(), v.shape);
-
   const attn::openmp exec{c.threads};
-  const auto once = [&] {
-    attn::neighborhood_attention<attn::default_backend>(q_view, k_view, v_view, out_view, lse_view,
-                                                        opt, exec);
-  };
   std::optional<double> median_s;
   try {
-    median_s = run_and_time(once, c.repeat);
+    with_shared_element({&q, &k, &v}, [&](auto type) {
+      using T = decltype(type);
+      std::vector<T> q_store, k_store, v_store;
+      const auto q_view = c_order_view<N>(values_as(q, q_store), q.shape);
+      const auto k_view = c_order_view<N>(values_as(k, k_store), k.shape);
+      const auto v_view = c_order_view<N>(values_as(v, v_store), v.shape);
+      median_s = run_and_time(
+          [&] {
+            attn::neighborhood_attention<attn::default_backend>(q_view, k_view, v_view, out_view, lse_view, opt,
+                                                                exec);
+          },
+          c.repeat);
+    });
   } catch (const attn::error& e) {
     // The library names the dimension and parameter; add the flags' values
     // (defaults included) that it checked.
@@ -905,9 +923,11 @@ layout_input read_layout(const std::string& path, const block_sparse_flags& f, s
 // Block-sparse attention: an explicit layout, or MoBA gating with --topk.
 // Shapes as softmax; the library checks q, k and v.
 int run_block_sparse(const common_flags& c, const block_sparse_flags& f) {
-  const input q = read_input("--q", c.q, 4, "(B, Nq, Hq, Dk)");
-  const input k = read_input("--k", c.k, 4, "(B, Nk, Hkv, Dk)");
-  const input v = read_input("--v", c.v, 4, "(B, Nk, Hkv, Dv)");
+  // float16 with a layout only: MoBA takes float32.
+  const auto read = f.layout ? read_float_input : read_input;
+  const input q = read("--q", c.q, 4, "(B, Nq, Hq, Dk)");
+  const input k = read("--k", c.k, 4, "(B, Nk, Hkv, Dk)");
+  const input v = read("--v", c.v, 4, "(B, Nk, Hkv, Dv)");
   const std::int64_t batch = q.shape[0], nq = q.shape[1], hq = q.shape[2], dk = q.shape[3];
   const std::int64_t nk = k.shape[1], dv = v.shape[3];
 
@@ -929,13 +949,19 @@ int run_block_sparse(const common_flags& c, const block_sparse_flags& f) {
         c_order_view<3>(layout.blocks.empty() ? &no_blocks : layout.blocks.data(),
                         std::span<const std::int64_t>(layout.shape));
     const attn::block_sparse_options opt{f.block_q, f.block_k, f.causal, c.scale};
-    median_s = run_and_time(
-        [&] {
-          attn::block_sparse_attention<attn::default_backend>(
-              view_of(q), view_of(k), view_of(v), out_view, lse_view,
-              attn::block_layout::dense(layout_view), opt, exec);
-        },
-        c.repeat);
+    with_shared_element({&q, &k, &v}, [&](auto type) {
+      using T = decltype(type);
+      std::vector<T> q_store, k_store, v_store;
+      const auto q_view = c_order_view<4>(values_as(q, q_store), q.shape);
+      const auto k_view = c_order_view<4>(values_as(k, k_store), k.shape);
+      const auto v_view = c_order_view<4>(values_as(v, v_store), v.shape);
+      median_s = run_and_time(
+          [&] {
+            attn::block_sparse_attention<attn::default_backend>(q_view, k_view, v_view, out_view, lse_view,
+                                                                attn::block_layout::dense(layout_view), opt, exec);
+          },
+          c.repeat);
+    });
     if (median_s) flops = attn::bench::attention_flops(batch, layout_view, nq, nk, hq, dk, dv, opt);
   } else {
     const attn::moba_options opt{f.block_k, f.topk, c.scale};
@@ -1078,8 +1104,8 @@ latent_flags parse_latent(const arguments& args) {
 // --dv are checked here so that the messages name the flags and the file
 // (the library checks them again, and q, out and lse).
 int run_latent(const common_flags& c, const latent_flags& f) {
-  const input q = read_input("--q", c.q, 4, "(B, Nq, H, Dc+Dr)");
-  const input cache = read_input("--k", c.k, 4, "(B, Nk, 1, Dc+Dr), the latent cache");
+  const input q = read_float_input("--q", c.q, 4, "(B, Nq, H, Dc+Dr)");
+  const input cache = read_float_input("--k", c.k, 4, "(B, Nk, 1, Dc+Dr), the latent cache");
   const std::int64_t batch = q.shape[0], nq = q.shape[1], heads = q.shape[2], width = q.shape[3];
   const std::int64_t nk = cache.shape[1];
   if (cache.shape[0] != batch || cache.shape[2] != 1 || cache.shape[3] != width)
@@ -1102,12 +1128,16 @@ int run_latent(const common_flags& c, const latent_flags& f) {
       c.lse ? attn::bsh(result.lse.data(), batch, nq, heads) : attn::view3<float>{};
 
   const attn::openmp exec{c.threads};
-  const std::optional<double> median_s = run_and_time(
-      [&] {
-        attn::latent_attention<attn::default_backend>(view_of(q), view_of(cache), out_view,
-                                                      lse_view, opt, exec);
-      },
-      c.repeat);
+  std::optional<double> median_s;
+  with_shared_element({&q, &cache}, [&](auto type) {
+    using T = decltype(type);
+    std::vector<T> q_store, cache_store;
+    const auto q_view = c_order_view<4>(values_as(q, q_store), q.shape);
+    const auto cache_view = c_order_view<4>(values_as(cache, cache_store), cache.shape);
+    median_s = run_and_time(
+        [&] { attn::latent_attention<attn::default_backend>(q_view, cache_view, out_view, lse_view, opt, exec); },
+        c.repeat);
+  });
   result.write(c);
   if (median_s)
     print_timing(*median_s,

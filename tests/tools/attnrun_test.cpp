@@ -828,9 +828,10 @@ TEST_F(AttnrunBadInput, OutDtypeIsFloat32OrFloat16) {
 }
 
 TEST_F(AttnrunBadInput, HalfInputsOnlyWhereTheVariantStoresThem) {
+  // MoBA (--topk) takes float32 only.
   write_bytes(path("q.npy"), npy_bytes(f4_dict("(1, 4, 2, 8)", "<f2"), std::string(2 * 64, '\0')));
-  std::vector<std::string> args = softmax_args({"--kernel", "2"});
-  args[1] = "neighborhood";
+  std::vector<std::string> args = softmax_args({"--block", "2,2", "--topk", "1"});
+  args[1] = "block_sparse";
   expect_failure_mentioning(args, {"--q", "dtype '<f2'"}, exit_failure);
 }
 
@@ -1243,6 +1244,17 @@ TEST_F(AttnrunNeighborhood, Rank1GqaMatchesTheOracle) {
                            {neighborhood_dim{11, 2, 1, false}});
 }
 
+TEST_F(AttnrunNeighborhood, Float16InputsMatchTheOracle) {
+  grid_problem p(2, {9, 11}, 4, 2, 8, 8, 24);  // q, k and v '<f2': stored and run as fp16
+  write_half(path("q.npy"), p.q_shape(), p.q);
+  write_half(path("k.npy"), p.k_shape(), p.k);
+  write_half(path("v.npy"), p.v_shape(), p.v);
+  expect_matches_oracle<2>(p, {"--kernel", "3,5", "--causal-dims", "0,1"},
+                           {neighborhood_dim{3, 1, 1, false}, neighborhood_dim{5, 1, 1, true}});
+  npy::write_f32(path("q.npy"), p.q_shape(), p.q);  // float32 q beside '<f2' k and v: widened
+  expect_matches_oracle<2>(p, {"--kernel", "3,5"}, {neighborhood_dim{3}, neighborhood_dim{5}});
+}
+
 TEST_F(AttnrunNeighborhood, Rank2MatchesTheOracle) {
   const grid_problem p(2, {9, 11}, 2, 2, 8, 8, 22);
   write_problem(p);
@@ -1618,6 +1630,16 @@ TEST_F(AttnrunBlockSparse, PerHeadLayoutWithGqaMatchesTheOracle) {
   expect_sparse(causal, p.nk);
   EXPECT_LT(pairs_of(causal), pairs_of(plain));
   expect_matches(p, {"--block=3,5", "--layout=" + layout_path(), "--causal"}, causal);
+}
+
+TEST_F(AttnrunBlockSparse, Float16InputsWithALayoutMatchTheOracle) {
+  problem p(1, 13, 22, 4, 2, 8, 8, 44);
+  write_half(path("q.npy"), p.q_shape(), p.q);
+  write_half(path("k.npy"), p.k_shape(), p.k);
+  write_half(path("v.npy"), p.v_shape(), p.v);
+  layout_blocks l(4, p.nq, p.nk, 3, 5, 45);
+  write_layout(path("layout.npy"), l);
+  expect_matches(p, {"--block", "3,5", "--layout", layout_path(), "--causal"}, layout_oracle(p, l, true));
 }
 
 TEST_F(AttnrunBlockSparse, SharedLayoutWithMoreQueriesThanKeysMatchesTheOracle) {

@@ -418,6 +418,49 @@ TYPED_TEST(BlockSparseTest, NanReachesOnlyRowsThatAttendIt) {
     }
 }
 
+// q, k, v and out stored in 16 bits (README, "Reduced precision"): against
+// the oracle on the rounded inputs, with the contract of the output's type.
+template <class Backend, class Q, class K, class V, class O>
+void expect_stored(const problem& s, const attn::block_sparse_options& opt, double density) {
+  SCOPED_TRACE(describe(s, opt, s.hq, density) + " q " + attn::element_name<Q>() + " k " +
+               attn::element_name<K>() + " v " + attn::element_name<V>() + " out " + attn::element_name<O>());
+  const std::uint64_t seed = static_cast<std::uint64_t>(s.nq * 17 + s.nk);
+  ref::rng g{seed};
+  const layout_data l = random_layout(g, s.hq, blocks(s.nq, opt.block_q), blocks(s.nk, opt.block_k), density);
+  inputs in(s, seed);
+  const std::vector<Q> q = ref::rounded<Q>(in.q);
+  const std::vector<K> k = ref::rounded<K>(in.k);
+  const std::vector<V> v = ref::rounded<V>(in.v);
+  std::vector<O> out = ref::rounded<O>(in.out);
+  attn::block_sparse_attention<Backend>(attn::view4<const Q>{q.data(), in.q.view.extent, in.q.view.stride},
+                                        attn::view4<const K>{k.data(), in.k.view.extent, in.k.view.stride},
+                                        attn::view4<const V>{v.data(), in.v.view.extent, in.v.view.stride},
+                                        attn::view4<O>{out.data(), in.out.view.extent, in.out.view.stride},
+                                        in.lse.view, l.dense(), opt, attn::openmp{2});
+  for (std::size_t n = 0; n < out.size(); ++n) in.out.storage[n] = attn::to_float(out[n]);
+  const ref::tolerance tol = ref::storage_contract<O>();
+  EXPECT_TRUE(ref::within_contract(in.out.cview(), in.lse.cview(), in.oracle(l, opt), tol));
+  EXPECT_TRUE(in.out.padding_holds(attn::to_float(attn::from_float<O>(out_fill)))) << "out written outside its view";
+}
+
+TYPED_TEST(BlockSparseTest, StoredIn16Bits) {
+  using attn::bfloat16, attn::float16;
+  attn::block_sparse_options opt;
+  opt.block_q = 16;
+  opt.block_k = 24;
+  expect_stored<TypeParam, bfloat16, float16, bfloat16, float16>({2, 70, 100, 4, 2, 32, 32}, opt, 0.5);
+  opt.causal = true;
+  expect_stored<TypeParam, bfloat16, float16, bfloat16, float16>({1, 1, 300, 8, 2, 64, 64}, opt, 0.6);
+}
+
+TEST(BlockSparse, Float16CacheUnderFloatQueries) {
+  attn::block_sparse_options opt;
+  opt.block_q = 64;
+  opt.block_k = 64;
+  opt.causal = true;
+  expect_stored<attn::default_backend, float, attn::float16, attn::float16, float>({1, 200, 200, 4, 4, 64, 64}, opt, 0.5);
+}
+
 // ---------------------------------------------------------------------------
 // The mask itself, pair by pair: key_runs cover every allowed pair and only
 // selected blocks; a full tile allows every pair and is full whenever every

@@ -296,6 +296,72 @@ void expect_paged_matches_contiguous(const spec& c, const paging& pg) {
 }
 
 // ---------------------------------------------------------------------------
+// q, the cache and out stored in 16 bits (README, "Reduced precision"):
+// against the oracle on the rounded inputs, with the output type's contract.
+
+// page_size 0: the contiguous cache; else a paged copy, pages in reverse order.
+template <class B, class Q, class C, class O>
+void expect_stored(const spec& c, index_t page_size = 0) {
+  SCOPED_TRACE(describe(c) + " q " + attn::element_name<Q>() + " cache " + attn::element_name<C>() + " out " +
+               attn::element_name<O>() + (page_size ? " page_size=" + std::to_string(page_size) : ""));
+  run r(c);
+  const std::vector<Q> q = ref::rounded<Q>(r.q);
+  const std::vector<C> cache = ref::rounded<C>(r.cache);
+  std::vector<O> out = ref::rounded<O>(r.res.out);
+  const attn::view4<const Q> qv{q.data(), r.q.view.extent, r.q.view.stride};
+  const attn::view4<O> ov{out.data(), r.res.out.view.extent, r.res.out.view.stride};
+  attn::latent_options opt = r.options();
+  if (page_size == 0) {
+    attn::latent_attention<B>(qv, attn::view4<const C>{cache.data(), r.cache.view.extent, r.cache.view.stride}, ov,
+                              r.lse_arg(r.res), opt, attn::openmp{2});
+  } else {
+    const shape& s = c.s;
+    const index_t per_seq = ceil_div(s.nk, page_size), pages = s.b * per_seq;
+    std::vector<C> pool(static_cast<std::size_t>(pages * page_size * s.d));
+    std::vector<std::int32_t> table(static_cast<std::size_t>(pages));
+    for (index_t n = 0; n < pages; ++n) table[static_cast<std::size_t>(n)] = static_cast<std::int32_t>(pages - 1 - n);
+    for (index_t b = 0; b < s.b; ++b)
+      for (index_t j = 0; j < s.nk; ++j)
+        for (index_t d = 0; d < s.d; ++d)
+          pool[static_cast<std::size_t>((table[static_cast<std::size_t>(b * per_seq + j / page_size)] * page_size +
+                                         j % page_size) * s.d + d)] =
+              cache[static_cast<std::size_t>(&r.cache.view(b, j, 0, d) - r.cache.view.data)];
+    std::vector<std::int32_t> lengths = c.lengths;
+    if (lengths.empty()) lengths.assign(static_cast<std::size_t>(s.b), static_cast<std::int32_t>(s.nk));
+    opt.lengths = lengths;
+    const attn::typed_paged_cache<C> paged{attn::bshd<const C>(pool.data(), pages, page_size, 1, s.d),
+                                           {table.data(), {s.b, per_seq}, {per_seq, 1}}};
+    attn::latent_attention<B>(qv, paged, ov, r.lse_arg(r.res), opt, attn::openmp{2});
+  }
+  for (std::size_t n = 0; n < out.size(); ++n) r.res.out.storage[n] = attn::to_float(out[n]);
+  const ref::tolerance tol = ref::storage_contract<O>();
+  const attn::view3<const float> lse = c.with_lse ? r.res.lse.cview() : attn::view3<const float>{};
+  EXPECT_TRUE(ref::within_contract(r.res.out.cview(), lse, r.oracle(), tol));
+  EXPECT_TRUE(r.res.out.padding_holds(attn::to_float(attn::from_float<O>(sentinel))))
+      << "out was written outside its view";
+}
+
+template <class B>
+class LatentStorageTest : public ::testing::Test {};
+TYPED_TEST_SUITE(LatentStorageTest, ref::backend_types, ref::backend_name);
+
+TYPED_TEST(LatentStorageTest, MixedTypesContiguousAndPaged) {
+  using attn::bfloat16, attn::float16;
+  spec decode{{2, 1, 16, 300, 96, 64}};
+  decode.lengths = {300, 171};
+  spec prefill{{1, 5, 8, 140, 72, 48}, true};
+  expect_stored<TypeParam, bfloat16, float16, bfloat16>(decode);
+  expect_stored<TypeParam, bfloat16, float16, bfloat16>(decode, 64);
+  expect_stored<TypeParam, bfloat16, float16, bfloat16>(prefill, 7);  // tiles cross pages: gathered
+}
+
+TEST(LatentStorage, Bfloat16CacheUnderFloatQueries) {
+  spec decode{{1, 2, 128, 1000, 576, 512}, true};
+  expect_stored<attn::default_backend, float, attn::bfloat16, float>(decode);
+  expect_stored<attn::default_backend, float, attn::bfloat16, float>(decode, 64);
+}
+
+// ---------------------------------------------------------------------------
 // Contiguous cache against the oracle.
 
 template <class B>

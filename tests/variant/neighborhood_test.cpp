@@ -56,7 +56,8 @@ struct grid_tensor {
 // out and lse against the oracle's result, read through their strided views.
 template <std::size_t R, std::size_t N>
 void expect_matches(index_t batch, const std::array<index_t, R>& length, index_t hq, index_t d,
-                    const grid_tensor<N>& out, const grid_tensor<N - 1>& lse, const ref::softmax_result& want) {
+                    const grid_tensor<N>& out, const grid_tensor<N - 1>& lse, const ref::softmax_result& want,
+                    const ref::tolerance& tol = {}) {
   ref::grid<R> grid;
   grid.length = length;
   const std::vector<float> out_flat = ref::flatten_grid<R>(out.cview(), grid);
@@ -71,7 +72,7 @@ void expect_matches(index_t batch, const std::array<index_t, R>& length, index_t
   const std::vector<float> lse_flat = ref::flatten_grid<R>(lse_n, grid);
   const index_t tokens = grid.tokens();
   EXPECT_TRUE(ref::within_contract(attn::bshd<const float>(out_flat.data(), batch, tokens, hq, d),
-                                   attn::bsh<const float>(lse_flat.data(), batch, tokens, hq), want));
+                                   attn::bsh<const float>(lse_flat.data(), batch, tokens, hq), want, tol));
 }
 
 template <class Backend, std::size_t R, class Exec = attn::serial>
@@ -152,6 +153,72 @@ TYPED_TEST(NeighborhoodTest, ThreeDimensions) {
 }
 
 // The packed layout's mask, checked exhaustively on small grids: keys() and
+// q, k, v and out stored in 16 bits (README, "Reduced precision"), on both
+// kernels: against the oracle on the rounded inputs, with the contract of
+// the output's type.
+template <class T, std::size_t N>
+struct stored_grid {
+  std::vector<T> storage;
+  attn::strided_view<T, N> view;
+  explicit stored_grid(grid_tensor<N>& t) : storage(t.storage.size()) {
+    for (std::size_t n = 0; n < storage.size(); ++n) {
+      storage[n] = attn::from_float<T>(t.storage[n]);
+      t.storage[n] = attn::to_float(storage[n]);
+    }
+    view = {storage.data(), t.view.extent, t.view.stride};
+  }
+};
+
+template <class Backend, std::size_t R, class Q, class K, class V, class O>
+void check_stored(const std::array<index_t, R>& length, index_t hq, index_t hkv, index_t d,
+                  const std::array<neighborhood_dim, R>& dims) {
+  constexpr std::size_t N = R + 3;
+  SCOPED_TRACE(std::string("q ") + attn::element_name<Q>() + " k " + attn::element_name<K>() + " v " +
+               attn::element_name<V>() + " out " + attn::element_name<O>() + " L0=" + std::to_string(length[0]));
+  ref::rng g{static_cast<std::uint64_t>(29 + length[0] + d)};
+  auto extent = [&](index_t h) {
+    std::array<index_t, N> e{};
+    e[0] = 2;
+    for (std::size_t i = 0; i < R; ++i) e[i + 1] = length[i];
+    e[N - 2] = h;
+    e[N - 1] = d;
+    return e;
+  };
+  grid_tensor<N> q(g, extent(hq), 0), k(g, extent(hkv), 2), v(g, extent(hkv), 1);
+  const stored_grid<Q, N> q16(q);
+  const stored_grid<K, N> k16(k);
+  const stored_grid<V, N> v16(v);
+  const ref::softmax_result want = ref::neighborhood_attention<R>(q.cview(), k.cview(), v.cview(), dims);
+  attn::neighborhood_options<R> opt;
+  opt.dims = dims;
+  using kernel = attn::detail::neighborhood_kernel;
+  for (const kernel forced : {kernel::tiles, kernel::offsets}) {
+    SCOPED_TRACE(forced == kernel::tiles ? "tiles" : "offsets");
+    grid_tensor<N> out(g, extent(hq), 1, false);
+    stored_grid<O, N> out16(out);
+    std::array<index_t, N - 1> lse_extent{};
+    for (std::size_t i = 0; i + 1 < N; ++i) lse_extent[i] = extent(hq)[i];
+    grid_tensor<N - 1> lse(g, lse_extent, 0, false);
+    attn::detail::neighborhood_run<Backend>(attn::detail::as_input(q16.view), attn::detail::as_input(k16.view),
+                                            attn::detail::as_input(v16.view), out16.view, lse.view, opt,
+                                            attn::openmp{2}, forced);
+    for (std::size_t n = 0; n < out.storage.size(); ++n) out.storage[n] = attn::to_float(out16.storage[n]);
+    expect_matches<R>(2, length, hq, d, out, lse, want, ref::storage_contract<O>());
+  }
+}
+
+TYPED_TEST(NeighborhoodTest, StoredIn16Bits) {
+  using attn::bfloat16, attn::float16;
+  check_stored<TypeParam, 2, bfloat16, float16, bfloat16, float16>(
+      {13, 17}, 4, 2, 16, {neighborhood_dim{5, 2}, neighborhood_dim{4, 1, 2, true}});
+  check_stored<TypeParam, 1, bfloat16, float16, bfloat16, float16>({40}, 2, 2, 32, {neighborhood_dim{9}});
+}
+
+TEST(Neighborhood, Float16KeysAndValuesUnderFloatQueries) {
+  check_stored<attn::default_backend, 3, float, attn::float16, attn::float16, float>(
+      {4, 8, 8}, 4, 2, 16, {neighborhood_dim{3}, neighborhood_dim{5}, neighborhood_dim{5}});
+}
+
 // key_runs() hold every allowed key of a query tile's real tokens; on the
 // KV tiles the core cuts from the runs and on ranges anywhere, a `full`
 // range allows every pair, an `empty` one none, and remove_pairs leaves

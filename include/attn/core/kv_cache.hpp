@@ -38,11 +38,13 @@ struct typed_paged_kv {
 using paged_kv = typed_paged_kv<float>;
 
 // A paged latent cache (FlashMLA's layout): one pool, keys and values are
-// the same rows (latent attention).
-struct paged_cache {
-  view4<const float> pages;                        // (P, page_size, 1, Dc + Dr)
+// the same rows (latent attention), stored as T (float, float16, bfloat16).
+template <class T>
+struct typed_paged_cache {
+  view4<const T> pages;                             // (P, page_size, 1, Dc + Dr)
   strided_view<const std::int32_t, 2> block_table;  // (B, max pages per sequence), unit inner stride
 };
+using paged_cache = typed_paged_cache<float>;
 
 namespace detail {
 

@@ -362,6 +362,27 @@ class block_sparse_mask {
 
 static_assert(mask<block_sparse_mask>, "block_sparse_mask must model attn::mask");
 
+// The body of block_sparse_attention for every storage type.
+template <class Backend, class Q, class K, class V, class O, class Exec>
+void block_sparse(view4<const Q> q, view4<const K> k, view4<const V> v, view4<O> out, view3<float> lse,
+                  const block_layout& layout, const block_sparse_options& opt, const Exec& exec) {
+  softmax_options shape_opt;
+  shape_opt.scale = opt.scale;
+  const auto p = make_softmax_problem(q, k, v, out, lse, shape_opt);
+  require(opt.block_q >= 1, "block_q", "a block size >= 1", opt.block_q);
+  require(opt.block_k >= 1, "block_k", "a block size >= 1", opt.block_k);
+  const index_t nbq = ceil_div(p.nq(), opt.block_q),
+                nbk = ceil_div(p.nk(), opt.block_k);
+  block_bits bits = block_bits::read(layout, p.hq(), nbq, nbk);
+  // Query tiles of whole query blocks (or whole divisors of one), KV tiles
+  // of whole key blocks, near the core's own sizes.
+  const tile_shape tiles{
+      block_aligned(work_split<Backend>::default_positions(p.group()), opt.block_q),
+      block_aligned(Backend::kv_tile, opt.block_k)};
+  const block_sparse_mask mask(std::move(bits), opt.block_q, opt.block_k, opt.causal, p.nq(), p.nk(), tiles);
+  run_softmax<Backend>(p, mask, no_modifier{}, exec);
+}
+
 }  // namespace detail
 
 // Block-sparse attention (DESIGN §2): softmax attention over the pairs the
@@ -375,22 +396,18 @@ template <simd_backend Backend = default_backend, executor Exec = serial>
 void block_sparse_attention(view4<const float> q, view4<const float> k, view4<const float> v,
                             view4<float> out, view3<float> lse, const block_layout& layout,
                             const block_sparse_options& opt, const Exec& exec = {}) {
-  softmax_options shape_opt;
-  shape_opt.scale = opt.scale;
-  const detail::softmax_problem p = detail::make_softmax_problem(q, k, v, out, lse, shape_opt);
-  detail::require(opt.block_q >= 1, "block_q", "a block size >= 1", opt.block_q);
-  detail::require(opt.block_k >= 1, "block_k", "a block size >= 1", opt.block_k);
-  const index_t nbq = detail::ceil_div(p.nq(), opt.block_q),
-                nbk = detail::ceil_div(p.nk(), opt.block_k);
-  detail::block_bits bits = detail::block_bits::read(layout, p.hq(), nbq, nbk);
-  // Query tiles of whole query blocks (or whole divisors of one), KV tiles
-  // of whole key blocks, near the core's own sizes.
-  const tile_shape tiles{
-      detail::block_aligned(detail::work_split<Backend>::default_positions(p.group()), opt.block_q),
-      detail::block_aligned(Backend::kv_tile, opt.block_k)};
-  const detail::block_sparse_mask mask(std::move(bits), opt.block_q, opt.block_k, opt.causal,
-                                       p.nq(), p.nk(), tiles);
-  detail::run_softmax<Backend>(p, mask, no_modifier{}, exec);
+  detail::block_sparse<Backend>(q, k, v, out, lse, layout, opt, exec);
+}
+
+// The same with tensors stored in 16 bits (README, "Reduced precision"):
+// q, k, v and out each float, attn::float16 or attn::bfloat16.
+template <simd_backend Backend = default_backend, executor Exec = serial, class Q, class K, class V, class O>
+  requires mixed_storage<Q, K, V, O>
+void block_sparse_attention(strided_view<Q, 4> q, strided_view<K, 4> k, strided_view<V, 4> v,
+                            strided_view<O, 4> out, view3<float> lse, const block_layout& layout,
+                            const block_sparse_options& opt, const Exec& exec = {}) {
+  using detail::as_input;
+  detail::block_sparse<Backend>(as_input(q), as_input(k), as_input(v), out, lse, layout, opt, exec);
 }
 
 }  // namespace attn

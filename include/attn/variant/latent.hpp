@@ -63,8 +63,9 @@ inline void check_latent_options(index_t d, const latent_options& opt) {
 
 // The checks every latent entry makes: q, out, lse and options against the
 // cache's storage (a contiguous cache or the page pool) and its extents.
-inline void check_latent(view4<const float> q, view4<const float> storage, const char* storage_name,
-                         index_t nk, view4<float> out, view3<float> lse, const latent_options& opt) {
+template <class Q, class C, class O>
+void check_latent(view4<const Q> q, view4<const C> storage, const char* storage_name, index_t nk, view4<O> out,
+                  view3<float> lse, const latent_options& opt) {
   const index_t b = q.extent[0], nq = q.extent[1], h = q.extent[2], d = q.extent[3];
   require_view(q, "q", "(B, Nq, H, Dc + Dr) with H, Dc + Dr >= 1", h >= 1 && d >= 1);
   check_latent_options(d, opt);
@@ -84,18 +85,19 @@ inline void check_latent(view4<const float> q, view4<const float> storage, const
 
 // The problem of a latent call: keys are the cache rows, values the same
 // rows cut to Dc channels.
-inline softmax_problem latent_problem(view4<const float> q, view4<const float> cache, kv_pages pages,
-                                      view4<float> out, view3<float> lse, const latent_options& opt) {
-  view4<const float> values = cache;
+template <class Q, class C, class O>
+typed_softmax_problem<Q, C, C, O> latent_problem(view4<const Q> q, view4<const C> cache, kv_pages pages,
+                                                 view4<O> out, view3<float> lse, const latent_options& opt) {
+  view4<const C> values = cache;
   values.extent[3] = opt.dc;
-  attention_views views{q, cache, values, out, pages};
+  typed_views<Q, C, C, O> views{q, cache, values, out, pages};
   if (!opt.lengths.empty()) views.sequences.k_lengths = opt.lengths.data();  // splits sized per sequence
   const index_t rows = std::max(latent_tile_rows, q.extent[2]);
-  return softmax_problem{views, lse, *opt.scale, nullptr, rows};
+  return typed_softmax_problem<Q, C, C, O>{views, lse, *opt.scale, nullptr, rows};
 }
 
-template <class Backend, class Exec>
-void run_latent(const softmax_problem& p, const latent_options& opt, const Exec& exec) {
+template <class Backend, class P, class Exec>
+void run_latent(const P& p, const latent_options& opt, const Exec& exec) {
   if (!opt.lengths.empty())
     run_softmax<Backend>(p, kv_length_mask{opt.lengths.data(), p.nq(), opt.causal}, no_modifier{}, exec);
   else if (opt.causal)
@@ -130,30 +132,22 @@ void run_latent_varlen(view3<const float> q, view4<const float> cache, kv_pages 
     run_softmax<Backend>(p, no_mask{}, no_modifier{}, exec);
 }
 
-}  // namespace detail
 
-// Latent attention over a contiguous cache:
-//   q (B, Nq, H, Dc + Dr), cache (B, Nk, 1, Dc + Dr) -> out (B, Nq, H, Dc),
-//   lse (B, Nq, H) (natural log) when given.
-// Any strides; with opt.lengths, sequence b reads only its first lengths[b]
-// cache rows. Nq > 1 with causal is chunked prefill or multi-token decode.
-template <simd_backend Backend = default_backend, executor Exec = serial>
-void latent_attention(view4<const float> q, view4<const float> cache, view4<float> out, view3<float> lse,
-                      const latent_options& opt, const Exec& exec = {}) {
+// The bodies of latent_attention for every storage type.
+template <class Backend, class Q, class C, class O, class Exec>
+void latent_contiguous(view4<const Q> q, view4<const C> cache, view4<O> out, view3<float> lse,
+                       const latent_options& opt, const Exec& exec) {
   const index_t b = q.extent[0], d = q.extent[3];
   detail::require_view(cache, "cache", detail::dims({{"B", b}, {"Nk", -1}, {"1", -1}, {"Dc + Dr", d}}),
                        cache.extent[0] == b && cache.extent[2] == 1 && cache.extent[3] == d);
   detail::check_latent(q, cache, "cache", cache.extent[1], out, lse, opt);
   detail::run_latent<Backend>(detail::latent_problem(q, cache, {}, out, lse, opt), opt, exec);
 }
-
-// Latent attention over a paged cache (opt.lengths required): the same
-// computation as the contiguous call, whose cache is the one-page case.
-template <simd_backend Backend = default_backend, executor Exec = serial>
-void latent_attention(view4<const float> q, const paged_cache& cache, view4<float> out, view3<float> lse,
-                      const latent_options& opt, const Exec& exec = {}) {
+template <class Backend, class Q, class C, class O, class Exec>
+void latent_paged(view4<const Q> q, const typed_paged_cache<C>& cache, view4<O> out, view3<float> lse,
+                  const latent_options& opt, const Exec& exec) {
   const index_t b = q.extent[0], d = q.extent[3];
-  const view4<const float>& pool = cache.pages;
+  const view4<const C>& pool = cache.pages;
   const auto& table = cache.block_table;
   detail::require_view(pool, "pages", detail::dims({{"P", -1}, {"page_size", -1}, {"1", -1}, {"Dc + Dr", d}}) +
                                           " with page_size >= 1",
@@ -165,10 +159,49 @@ void latent_attention(view4<const float> q, const paged_cache& cache, view4<floa
       detail::check_block_table(table, b, pool.extent[0], page_size, opt.lengths, "lengths");
   detail::check_latent(q, pool, "pages", capacity, out, lse, opt);
   // The logical (B, capacity, 1, D) cache: rows are found through the table.
-  const view4<const float> logical = detail::logical_cache(pool, b, capacity);
+  const view4<const C> logical = detail::logical_cache(pool, b, capacity);
   const detail::kv_pages pages{table.data, table.stride[0], page_size};
   detail::run_latent<Backend>(detail::latent_problem(q, logical, pages, out, lse, opt), opt, exec);
 }
+
+}  // namespace detail
+
+// Latent attention over a contiguous cache:
+//   q (B, Nq, H, Dc + Dr), cache (B, Nk, 1, Dc + Dr) -> out (B, Nq, H, Dc),
+//   lse (B, Nq, H) (natural log) when given.
+// Any strides; with opt.lengths, sequence b reads only its first lengths[b]
+// cache rows. Nq > 1 with causal is chunked prefill or multi-token decode.
+template <simd_backend Backend = default_backend, executor Exec = serial>
+void latent_attention(view4<const float> q, view4<const float> cache, view4<float> out, view3<float> lse,
+                      const latent_options& opt, const Exec& exec = {}) {
+  detail::latent_contiguous<Backend>(q, cache, out, lse, opt, exec);
+}
+
+// The same with q, the cache and out each stored as float, attn::float16 or
+// attn::bfloat16 (README, "Reduced precision"; e.g. a bf16 cache).
+template <simd_backend Backend = default_backend, executor Exec = serial, class Q, class C, class O>
+  requires mixed_storage<Q, C, C, O>
+void latent_attention(strided_view<Q, 4> q, strided_view<C, 4> cache, strided_view<O, 4> out, view3<float> lse,
+                      const latent_options& opt, const Exec& exec = {}) {
+  detail::latent_contiguous<Backend>(detail::as_input(q), detail::as_input(cache), out, lse, opt, exec);
+}
+
+// Latent attention over a paged cache (opt.lengths required): the same
+// computation as the contiguous call, whose cache is the one-page case.
+template <simd_backend Backend = default_backend, executor Exec = serial>
+void latent_attention(view4<const float> q, const paged_cache& cache, view4<float> out, view3<float> lse,
+                      const latent_options& opt, const Exec& exec = {}) {
+  detail::latent_paged<Backend>(q, cache, out, lse, opt, exec);
+}
+
+// The same with 16-bit storage (typed_paged_cache<C>: the pool stored as C).
+template <simd_backend Backend = default_backend, executor Exec = serial, class Q, class C, class O>
+  requires mixed_storage<Q, C, C, O>
+void latent_attention(strided_view<Q, 4> q, const typed_paged_cache<C>& cache, strided_view<O, 4> out,
+                      view3<float> lse, const latent_options& opt, const Exec& exec = {}) {
+  detail::latent_paged<Backend>(detail::as_input(q), cache, out, lse, opt, exec);
+}
+
 
 // Latent attention with packed (varlen) queries, FlashAttention's varlen
 // form (chunked prefill of several sequences): q (Tq, H, Dc + Dr) with

@@ -11,10 +11,12 @@
 #include <optional>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "attn/backend/registry.hpp"
+#include "attn/core/element.hpp"
 #include "attn/core/error.hpp"
 #include "attn/core/executor.hpp"
 #include "attn/core/main_loop.hpp"
@@ -424,9 +426,9 @@ void repack_rows(const Token& token, const Grid& grid_view, const Packed& packed
       for (index_t c = 0; c < width; ++c) {
         auto& g = grid_view.data[off + h * grid_view.stride[N - 2] + c * grid_view.stride[N - 1]];
         if constexpr (ToGrid)
-          g = packed(b, n, h, c);
+          g = from_float<std::remove_cvref_t<decltype(g)>>(packed(b, n, h, c));  // rounded once, if 16-bit
         else
-          packed(b, n, h, c) = g;
+          packed(b, n, h, c) = to_float(g);  // widened, if 16-bit
       }
   });
 }
@@ -507,7 +509,8 @@ class neighborhood_panels {
   std::vector<group> groups_;
 };
 
-// Copies a (B, grid..., H, C) view into its panels (zero padding).
+// Copies a (B, grid..., H, C) view into its panels (zero padding), as
+// floats whatever its storage type.
 template <std::size_t R, class View>
 void pack_panels(const neighborhood_panels<R>& layout, const View& x, float* packed, const auto& exec) {
   constexpr std::size_t N = R + 3;
@@ -520,13 +523,13 @@ void pack_panels(const neighborhood_panels<R>& layout, const View& x, float* pac
     const auto& gr = layout.group_of_row(r);
     const index_t row = r - gr.first_row, members = gr.members[R - 1];
     const index_t step = layout.last_step(x);  // between consecutive members of a row
-    const float* src =
+    const auto* src =
         x.data + b * x.stride[0] + h * x.stride[N - 2] + layout.grid_offset(x, gr, layout.outer(gr, row));
     float* dst = packed + bh * slot + channels * (gr.first + row * gr.pitch);
     for (index_t c = 0; c < channels; ++c, dst += gr.pitch) {
-      const float* s = src + c * x.stride[N - 1];
+      const auto* s = src + c * x.stride[N - 1];
       std::fill_n(dst, pad, 0.0f);
-      for (index_t u = 0; u < members; ++u) dst[pad + u] = s[u * step];
+      for (index_t u = 0; u < members; ++u) dst[pad + u] = to_float(s[u * step]);  // widened, if 16-bit
       std::fill(dst + pad + members, dst + gr.pitch, 0.0f);
     }
   });
@@ -542,11 +545,10 @@ void pack_panels(const neighborhood_panels<R>& layout, const View& x, float* pac
 // neighbours along the second-to-last dimension: a window row is computed
 // for all the band's rows that hold it (a contiguous range of them, as
 // windows start and end monotonically) with one load of each key and value.
-template <class B, std::size_t N, std::size_t R>
-void neighborhood_offsets(strided_view<const float, N> q, strided_view<const float, N> k,
-                          strided_view<const float, N> v, strided_view<float, N> out,
-                          strided_view<float, N - 1> lse, const std::array<neighborhood_dim, R>& dims,
-                          float scale, const auto& exec) {
+template <class B, std::size_t N, std::size_t R, class QStored, class KStored, class VStored, class OStored>
+void neighborhood_offsets(strided_view<const QStored, N> q, strided_view<const KStored, N> k,
+                          strided_view<const VStored, N> v, strided_view<OStored, N> out, strided_view<float, N - 1> lse,
+                          const std::array<neighborhood_dim, R>& dims, float scale, const auto& exec) {
   constexpr index_t W = static_cast<index_t>(B::width);
   // Accumulators per micro-kernel call: the core's P.V register budget
   // (24 on AVX-512, 12 with 16 registers); bands as tall as leave blocks of
@@ -646,8 +648,8 @@ void neighborhood_offsets(strided_view<const float, N> q, strided_view<const flo
     std::sort(shared.begin(), shared.end());
     const float* kt = kt_all + (b * hkv + kvh) * layout.slot(dk) + dk * gr.first;
     const float* vt = vt_all + (b * hkv + kvh) * layout.slot(dv) + dv * gr.first;
-    const float* qh = q.data + b * q.stride[0] + h * q.stride[N - 2];
-    float* oh = out.data + b * out.stride[0] + h * out.stride[N - 2];
+    const QStored* qh = q.data + b * q.stride[0] + h * q.stride[N - 2];
+    OStored* oh = out.data + b * out.stride[0] + h * out.stride[N - 2];
 
     for (index_t u0 = u_begin; u0 < u_end; u0 += W) {
       const index_t lanes = std::min(W, members - u0);
@@ -689,8 +691,8 @@ void neighborhood_offsets(strided_view<const float, N> q, strided_view<const flo
         for (index_t i = 0; i < W; ++i) {
           if (i < lanes) {
             c[p][R - 1] = u0 + i;
-            const float* src = qh + layout.grid_offset(q, gr, c[p]);
-            for (index_t d = 0; d < dk; ++d) qt[p][d * W + i] = src[d * q.stride[N - 1]] * qscale;
+            const QStored* src = qh + layout.grid_offset(q, gr, c[p]);
+            for (index_t d = 0; d < dk; ++d) qt[p][d * W + i] = to_float(src[d * q.stride[N - 1]]) * qscale;
           } else {
             for (index_t d = 0; d < dk; ++d) qt[p][d * W + i] = 0.0f;
           }
@@ -771,8 +773,9 @@ void neighborhood_offsets(strided_view<const float, N> q, strided_view<const flo
         for (index_t i = 0; i < lanes; ++i) {
           c[p][R - 1] = u0 + i;
           const row_result res = finish_row(m[p][i], l[p][i]);
-          float* dst = oh + layout.grid_offset(out, gr, c[p]);
-          for (index_t d = 0; d < dv; ++d) dst[d * out.stride[N - 1]] = ot[p][d * W + i] * res.inverse_sum;
+          OStored* dst = oh + layout.grid_offset(out, gr, c[p]);
+          for (index_t d = 0; d < dv; ++d)
+            dst[d * out.stride[N - 1]] = from_float<OStored>(ot[p][d * W + i] * res.inverse_sum);
           if (!lse.empty())
             lse.data[b * lse.stride[0] + h * lse.stride[N - 2] + layout.grid_offset(lse, gr, c[p])] = res.lse;
         }
@@ -801,11 +804,10 @@ neighborhood_kernel choose_neighborhood_kernel(const std::array<neighborhood_dim
 
 // neighborhood_attention with the kernel chosen (by choose_neighborhood_kernel
 // when kernel is empty; tests run both).
-template <simd_backend Backend, std::size_t N, std::size_t R, executor Exec>
-void neighborhood_run(strided_view<const float, N> q, strided_view<const float, N> k,
-                      strided_view<const float, N> v, strided_view<float, N> out,
-                      strided_view<float, N - 1> lse, const neighborhood_options<R>& opt, const Exec& exec,
-                      std::optional<neighborhood_kernel> kernel) {
+template <simd_backend Backend, std::size_t N, std::size_t R, executor Exec, class Q, class K, class V, class O>
+void neighborhood_run(strided_view<const Q, N> q, strided_view<const K, N> k, strided_view<const V, N> v,
+                      strided_view<O, N> out, strided_view<float, N - 1> lse, const neighborhood_options<R>& opt,
+                      const Exec& exec, std::optional<neighborhood_kernel> kernel) {
   static_assert(R >= 1 && R <= 3, "neighborhood attention has rank 1, 2 or 3");
   static_assert(N == R + 3, "tensors are (B, grid of rank R, heads, dim): rank R + 3");
   using detail::require;
@@ -915,6 +917,20 @@ void neighborhood_attention(strided_view<const float, N> q, strided_view<const f
                             strided_view<float, N - 1> lse, const neighborhood_options<R>& opt,
                             const Exec& exec = {}) {
   detail::neighborhood_run<Backend>(q, k, v, out, lse, opt, exec, std::nullopt);
+}
+
+// The same with tensors stored in 16 bits (README, "Reduced precision"):
+// q, k, v and out each float, attn::float16 or attn::bfloat16. Both kernels
+// already copy their inputs into packed fp32 tiles, which is where 16-bit
+// values are widened; out is rounded once when stored.
+template <simd_backend Backend = default_backend, std::size_t N, std::size_t R, executor Exec = serial, class Q,
+          class K, class V, class O>
+  requires mixed_storage<Q, K, V, O>
+void neighborhood_attention(strided_view<Q, N> q, strided_view<K, N> k, strided_view<V, N> v,
+                            strided_view<O, N> out, strided_view<float, N - 1> lse,
+                            const neighborhood_options<R>& opt, const Exec& exec = {}) {
+  detail::neighborhood_run<Backend>(detail::as_input(q), detail::as_input(k), detail::as_input(v), out, lse, opt,
+                                    exec, std::nullopt);
 }
 
 }  // namespace attn
