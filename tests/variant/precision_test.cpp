@@ -411,6 +411,87 @@ TYPED_TEST(PrecisionTest, NanReachesOnlyRowsThatAttendIt) {
   expect_oracle<typename TypeParam::backend, typename TypeParam::storage>(c);
 }
 
+// Rows [r0, r0 + n) of a (1, T, H, D) tensor, or the (T, H, D) view of it.
+template <class T>
+attn::view4<T> row_range(const attn::view4<T>& x, index_t r0, index_t n) {
+  return {x.data + r0 * x.stride[1], {1, n, x.extent[2], x.extent[3]}, x.stride};
+}
+template <class T>
+attn::view3<T> packed(const attn::view4<T>& x) {
+  return {x.data, {x.extent[1], x.extent[2], x.extent[3]}, {x.stride[1], x.stride[2], x.stride[3]}};
+}
+
+// Varlen (packed) sequences in 16 bits, over packed K/V and over a paged
+// cache (one page per sequence, in reverse order): each sequence against the
+// oracle on its rounded rows. Empty sequences, more queries than keys
+// (causal: empty rows), GQA.
+TYPED_TEST(PrecisionTest, VarlenPackedSequences) {
+  using B = typename TypeParam::backend;
+  using S = typename TypeParam::storage;
+  const std::vector<std::int32_t> cu_q{0, 5, 5, 17, 18, 31}, cu_k{0, 9, 20, 150, 150, 200};
+  const index_t tq = cu_q.back(), tk = cu_k.back(), hq = 6, hkv = 3, dk = 32, dv = 40, longest = 130;
+  for (const bool paged : {false, true})
+    for (const bool causal : {false, true}) {
+      SCOPED_TRACE(std::string(paged ? "paged" : "packed") + (causal ? " causal" : ""));
+      ref::rng g(static_cast<std::uint64_t>(paged) * 2 + causal + 301);
+      ref::tensor4 q = ref::random<4>(g, {1, tq, hq, dk}, ref::bshd_memory);
+      ref::tensor4 k = ref::random<4>(g, {1, tk, hkv, dk}, ref::padded_bshd);
+      ref::tensor4 v = ref::random<4>(g, {1, tk, hkv, dv}, ref::bshd_memory);
+      ref::tensor4 out = ref::filled<4>({1, tq, hq, dv}, ref::bshd_memory, sentinel);
+      ref::tensor3 lse = ref::filled<3>({1, tq, hq}, ref::bsh_memory, sentinel);
+      const stored<typename S::q> q16(q);
+      const stored<typename S::k> k16(k);
+      const stored<typename S::v> v16(v);
+      stored<typename S::out> out16(out);
+      const attn::strided_view<float, 2> lse2{lse.view.data, {tq, hq}, {lse.view.stride[1], lse.view.stride[2]}};
+      attn::softmax_options opt;
+      opt.causal = causal;
+      const index_t sequences = static_cast<index_t>(cu_k.size()) - 1;
+      std::vector<std::int32_t> lengths, table;
+      std::vector<typename S::k> kp;
+      std::vector<typename S::v> vp;
+      if (!paged) {
+        attn::varlen_attention<B>(packed(q16.cview()), packed(k16.cview()), packed(v16.cview()), packed(out16.view),
+                                  lse2, cu_q, cu_k, opt, attn::openmp{2});
+      } else {
+        // Sequence s is pool page sequences - 1 - s, its keys at the page's start.
+        kp.assign(static_cast<std::size_t>(sequences * longest * hkv * dk), attn::from_float<typename S::k>(0.0f));
+        vp.assign(static_cast<std::size_t>(sequences * longest * hkv * dv), attn::from_float<typename S::v>(0.0f));
+        for (index_t s = 0; s < sequences; ++s) {
+          const index_t page = sequences - 1 - s;
+          lengths.push_back(cu_k[s + 1] - cu_k[s]);
+          table.push_back(static_cast<std::int32_t>(page));
+          for (index_t j = 0; j < lengths.back(); ++j)
+            for (index_t h = 0; h < hkv; ++h) {
+              for (index_t d = 0; d < dk; ++d)
+                kp[static_cast<std::size_t>(((page * longest + j) * hkv + h) * dk + d)] = k16.view(0, cu_k[s] + j, h, d);
+              for (index_t d = 0; d < dv; ++d)
+                vp[static_cast<std::size_t>(((page * longest + j) * hkv + h) * dv + d)] = v16.view(0, cu_k[s] + j, h, d);
+            }
+        }
+        const attn::typed_paged_kv<typename S::k, typename S::v> cache{
+            attn::bshd<const typename S::k>(kp.data(), sequences, longest, hkv, dk),
+            attn::bshd<const typename S::v>(vp.data(), sequences, longest, hkv, dv),
+            {table.data(), {sequences, 1}, {1, 1}}};
+        opt.kv_lengths = lengths;
+        attn::varlen_attention<B>(packed(q16.cview()), cache, packed(out16.view), lse2, cu_q, opt, attn::openmp{2});
+        opt.kv_lengths = {};
+      }
+      out16.widen_into(out);
+      for (index_t s = 0; s < sequences; ++s) {
+        const index_t q0 = cu_q[s], nq = cu_q[s + 1] - q0, k0 = cu_k[s], nk = cu_k[s + 1] - k0;
+        const ref::softmax_result want = ref::softmax_attention(row_range(q.cview(), q0, nq),
+                                                                row_range(k.cview(), k0, nk),
+                                                                row_range(v.cview(), k0, nk), opt);
+        const attn::view3<const float> lse_rows{lse.view.data + q0 * lse.view.stride[1], {1, nq, hq},
+                                                lse.view.stride};
+        EXPECT_TRUE(ref::within_contract(row_range<const float>(out.view, q0, nq), lse_rows, want, S::contract()))
+            << "sequence " << s;
+      }
+      EXPECT_TRUE(out.padding_holds(attn::to_float(attn::from_float<typename S::out>(sentinel))));
+    }
+}
+
 // Decode over 65536 keys of fp16 / bf16 K and V: fp32 sums do not drift
 // (ggml's and ONNX Runtime's fp16 accumulators do, README).
 TEST(PrecisionSlow, LongDecodeDoesNotDrift) {

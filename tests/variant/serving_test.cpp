@@ -372,32 +372,42 @@ TYPED_TEST(Serving, NanStaysInItsSequence) {
 
 // Latent attention with packed (varlen) queries, over a contiguous and a
 // paged cache (pages of 16 rows, shuffled), causal or not, against the latent
-// oracle per sequence. Native backend, serial and two threads (the backends
-// are covered by tests/variant/latent_test.cpp).
-TEST(ServingLatent, VarlenQueriesMatchTheOraclePerSequence) {
+// oracle per sequence; q, cache and out stored as Q, C and O (the oracle
+// takes the rounded inputs, README "Reduced precision"). Native backend,
+// serial and two threads (the backends are covered by
+// tests/variant/latent_test.cpp).
+template <class Q, class C, class O>
+void expect_latent_varlen() {
   const std::vector<std::int32_t> cu_q{0, 3, 3, 4, 12};
   const std::vector<std::int32_t> lengths{40, 7, 0, 150};
   const index_t tq = cu_q.back(), h = 16, dc = 32, d = 48, capacity = 160, page = 16;
   ref::rng g(29);
-  const ref::tensor4 q = ref::random<4>(g, {1, tq, h, d}, ref::bshd_memory);
-  const ref::tensor4 cache = ref::random<4>(g, {4, capacity, 1, d}, ref::bshd_memory);
+  ref::tensor4 q = ref::random<4>(g, {1, tq, h, d}, ref::bshd_memory);
+  ref::tensor4 cache = ref::random<4>(g, {4, capacity, 1, d}, ref::bshd_memory);
+  const std::vector<Q> q_stored = ref::rounded<Q>(q);
+  const std::vector<C> cache_stored = ref::rounded<C>(cache);
   // The pool: page p of sequence b at slot table[b][p], slots shuffled.
   const index_t max_pages = capacity / page;
   std::vector<std::int32_t> table(static_cast<std::size_t>(4 * max_pages));
   std::iota(table.begin(), table.end(), 0);
   std::shuffle(table.begin(), table.end(), std::mt19937_64(4));
-  ref::tensor4 pool = ref::filled<4>({4 * max_pages, page, 1, d}, ref::bshd_memory, 0.0f);
+  std::vector<C> pool(static_cast<std::size_t>(4 * capacity * d));
   for (index_t b = 0; b < 4; ++b)
     for (index_t j = 0; j < capacity; ++j)
-      for (index_t c = 0; c < d; ++c) pool.view(table[b * max_pages + j / page], j % page, 0, c) = cache.view(b, j, 0, c);
-  const attn::paged_cache paged{pool.cview(), {table.data(), {4, max_pages}, {max_pages, 1}}};
-  const attn::view3<const float> q3{q.view.data, {tq, h, d}, {h * d, d, 1}};
+      for (index_t c = 0; c < d; ++c)
+        pool[static_cast<std::size_t>((table[b * max_pages + j / page] * page + j % page) * d + c)] =
+            cache_stored[static_cast<std::size_t>((b * capacity + j) * d + c)];
+  const attn::typed_paged_cache<C> paged{attn::bshd<const C>(pool.data(), 4 * max_pages, page, 1, d),
+                                         {table.data(), {4, max_pages}, {max_pages, 1}}};
+  const attn::view3<const Q> q3{q_stored.data(), {tq, h, d}, {h * d, d, 1}};
+  const attn::view4<const C> cache4{cache_stored.data(), cache.view.extent, cache.view.stride};
   for (const bool causal : {false, true})
     for (const bool use_pages : {false, true})
       for (const int threads : {1, 2}) {
         ref::tensor4 out = ref::filled<4>({1, tq, h, dc}, ref::bshd_memory, sentinel);
         ref::tensor3 lse = ref::filled<3>({1, tq, h}, ref::bsh_memory, sentinel);
-        const attn::view3<float> out3{out.view.data, {tq, h, dc}, {h * dc, dc, 1}};
+        std::vector<O> out_stored = ref::rounded<O>(out);
+        const attn::view3<O> out3{out_stored.data(), {tq, h, dc}, {h * dc, dc, 1}};
         const attn::strided_view<float, 2> lse2{lse.view.data, {tq, h}, {h, 1}};
         attn::latent_options opt;
         opt.scale = 0.15f;
@@ -407,16 +417,26 @@ TEST(ServingLatent, VarlenQueriesMatchTheOraclePerSequence) {
         if (use_pages)
           attn::latent_varlen_attention(q3, paged, out3, lse2, cu_q, opt, attn::openmp{threads});
         else
-          attn::latent_varlen_attention(q3, cache.cview(), out3, lse2, cu_q, opt, attn::openmp{threads});
+          attn::latent_varlen_attention(q3, cache4, out3, lse2, cu_q, opt, attn::openmp{threads});
+        for (std::size_t n = 0; n < out_stored.size(); ++n) out.storage[n] = attn::to_float(out_stored[n]);
         for (std::size_t s = 0; s + 1 < cu_q.size(); ++s) {
           const index_t q0 = cu_q[s], nq = cu_q[s + 1] - q0;
           const std::vector<std::int32_t> length{lengths[s]};
           const ref::softmax_result want =
               ref::latent_attention(rows(q.cview(), q0, nq), sequence(cache.cview(), s, capacity), dc, 0.15, length, causal);
-          EXPECT_TRUE(ref::within_contract(rows<const float>(out.view, q0, nq), rows<const float>(lse.view, q0, nq), want))
+          EXPECT_TRUE(ref::within_contract(rows<const float>(out.view, q0, nq), rows<const float>(lse.view, q0, nq), want,
+                                           ref::storage_contract<O>()))
               << "sequence " << s << (causal ? " causal" : "") << (use_pages ? " paged" : "") << " threads " << threads;
         }
+        EXPECT_TRUE(out.padding_holds(attn::to_float(attn::from_float<O>(sentinel))));
       }
+}
+
+TEST(ServingLatent, VarlenQueriesMatchTheOraclePerSequence) { expect_latent_varlen<float, float, float>(); }
+
+TEST(ServingLatent, VarlenQueriesStoredIn16Bits) {
+  expect_latent_varlen<attn::bfloat16, attn::float16, attn::bfloat16>();
+  expect_latent_varlen<float, attn::bfloat16, float>();
 }
 
 // ---------------------------------------------------------------------------

@@ -122,26 +122,27 @@ view4<T> packed_batch(const view3<T>& x, index_t batch, index_t longest) {
 // Packed queries: q (Tq, Hq, Dk), out (Tq, Hq, Dv), lse (Tq, Hq) or empty,
 // checked against cu_seqlens_q, each other and the inputs, as the (B,
 // longest, H, D) views of their sequences.
+template <class Q, class O>
 struct packed_queries {
-  view4<const float> q;
-  view4<float> out;
+  view4<const Q> q;
+  view4<O> out;
   view3<float> lse;
 };
-inline packed_queries checked_packed_queries(view3<const float> q, view3<float> out, strided_view<float, 2> lse,
-                                             std::span<const std::int32_t> cu_seqlens_q, index_t dv,
-                                             std::initializer_list<std::pair<view4<const float>, const char*>> inputs) {
+template <class Q, class O>
+packed_queries<Q, O> checked_packed_queries(view3<const Q> q, view3<O> out, strided_view<float, 2> lse,
+                                            std::span<const std::int32_t> cu_seqlens_q, index_t dv,
+                                            std::initializer_list<named_memory> inputs) {
   const index_t tq = q.extent[0], hq = q.extent[1];
   const index_t batch = sequence_count(cu_seqlens_q, "cu_seqlens_q");
   const index_t longest = check_cu_seqlens(cu_seqlens_q, "cu_seqlens_q", tq);
-  const view4<const float> rows = packed_batch(q, 1, tq);
+  const view4<const Q> rows = packed_batch(q, 1, tq);
   check_written(out, "out", dims({{"Tq", tq}, {"Hq", hq}, {"Dv", dv}}),
                 out.extent == std::array<index_t, 3>{tq, hq, dv}, {{rows, "q"}});
-  for (const auto& [view, name] : inputs) require_disjoint(out, "out", view, name);
+  for (const named_memory& input : inputs) require_disjoint(named_memory(out, "out"), input);
   if (!lse.empty()) {
     check_written(lse, "lse", dims({{"Tq", tq}, {"Hq", hq}}), lse.extent == std::array<index_t, 2>{tq, hq},
-                  {{rows, "q"}});
-    for (const auto& [view, name] : inputs) require_disjoint(lse, "lse", view, name);
-    require_disjoint(lse, "lse", out, "out");
+                  {{rows, "q"}, {out, "out"}});
+    for (const named_memory& input : inputs) require_disjoint(named_memory(lse, "lse"), input);
   }
   const view3<float> lse3 =
       lse.empty() ? view3<float>{} : view3<float>{lse.data, {batch, longest, hq}, {0, lse.stride[0], lse.stride[1]}};

@@ -139,6 +139,13 @@ struct named_memory {
   }
 };
 
+// The memory of a written view must not overlap an input's.
+inline void require_disjoint(const named_memory& written, const named_memory& input) {
+  require(written.begin == written.end || input.begin == input.end || written.end <= input.begin ||
+              input.end <= written.begin,
+          written.name, std::string("memory disjoint from ") + input.name, "overlapping buffers");
+}
+
 // Checks a view the call writes (out, lse): its shape, that it maps each
 // element to its own address, and that it overlaps none of the inputs.
 template <class T, std::size_t R>
@@ -146,11 +153,7 @@ void check_written(const strided_view<T, R>& written, const char* name, const st
                    bool shape_ok, std::initializer_list<named_memory> inputs) {
   require_view(written, name, expected_shape, shape_ok);
   require_distinct(written, name);
-  const named_memory mine(written, name);
-  if (mine.begin == mine.end) return;
-  for (const named_memory& input : inputs)
-    require(input.begin == input.end || mine.end <= input.begin || input.end <= mine.begin, name,
-            std::string("memory disjoint from ") + input.name, "overlapping buffers");
+  for (const named_memory& input : inputs) require_disjoint(named_memory(written, name), input);
 }
 
 // Checks lse (B, Nq, H) when given: its shape, that it maps each element to

@@ -421,6 +421,52 @@ void attention(strided_view<Q, 4> q, const quantized_paged_kv& cache, strided_vi
                                exec);
 }
 
+namespace detail {
+
+template <class Backend, class Q, class K, class V, class O, class Exec>
+void varlen_dense_attention(view3<const Q> q, view3<const K> k, view3<const V> v, view3<O> out,
+                            strided_view<float, 2> lse, std::span<const std::int32_t> cu_seqlens_q,
+                            std::span<const std::int32_t> cu_seqlens_k, const softmax_options& opt,
+                            const Exec& exec) {
+  const index_t hq = q.extent[1], dk = q.extent[2], tk = k.extent[0], hkv = k.extent[1];
+  require_view(q, "q", "(Tq, Hq, Dk) with Hq, Dk >= 1", hq >= 1 && dk >= 1);
+  require_view(k, "k", dims({{"Tk", -1}, {"Hkv", -1}, {"Dk", dk}}) + " with Hkv >= 1",
+               hkv >= 1 && k.extent[2] == dk);
+  require(hq % hkv == 0, "k", "a kv head count dividing Hq = " + std::to_string(hq) + " (GQA)",
+          "Hkv = " + std::to_string(hkv));
+  require_view(v, "v", dims({{"Tk", tk}, {"Hkv", hkv}, {"Dv", -1}}) + " with Dv >= 1",
+               v.extent[0] == tk && v.extent[1] == hkv && v.extent[2] >= 1);
+  require(opt.kv_lengths.empty(), "kv_lengths", "none with varlen keys (cu_seqlens_k gives them)",
+          "kv_lengths set");
+  require(cu_seqlens_k.size() == cu_seqlens_q.size(), "cu_seqlens_k",
+          "as many offsets as cu_seqlens_q (" + std::to_string(cu_seqlens_q.size()) + ")",
+          std::to_string(cu_seqlens_k.size()) + " offsets");
+  const index_t longest_k = check_cu_seqlens(cu_seqlens_k, "cu_seqlens_k", tk);
+  const index_t batch = static_cast<index_t>(cu_seqlens_k.size()) - 1;
+  const auto pq = checked_packed_queries(q, out, lse, cu_seqlens_q, v.extent[2], {{k, "k"}, {v, "v"}});
+  typed_views<Q, K, V, O> views{pq.q, packed_batch(k, batch, longest_k), packed_batch(v, batch, longest_k),
+                                pq.out};
+  views.sequences = {cu_seqlens_q.data(), cu_seqlens_k.data(), nullptr};
+  run_options<Backend>(make_softmax_problem(views, pq.lse, opt), opt, exec);
+}
+
+template <class Backend, class Q, class K, class V, class O, class Exec>
+void varlen_paged_attention(view3<const Q> q, const typed_paged_kv<K, V>& cache, view3<O> out,
+                            strided_view<float, 2> lse, std::span<const std::int32_t> cu_seqlens_q,
+                            const softmax_options& opt, const Exec& exec) {
+  const index_t hq = q.extent[1], dk = q.extent[2];
+  require_view(q, "q", "(Tq, Hq, Dk) with Hq, Dk >= 1", hq >= 1 && dk >= 1);
+  const index_t batch = sequence_count(cu_seqlens_q, "cu_seqlens_q");
+  const auto kv = checked_paged_cache(cache, batch, hq, dk, opt.kv_lengths);
+  const auto pq = checked_packed_queries(q, out, lse, cu_seqlens_q, kv.v.extent[3],
+                                         {{cache.k_pages, "k_pages"}, {cache.v_pages, "v_pages"}});
+  typed_views<Q, K, V, O> views{pq.q, kv.k, kv.v, pq.out, kv.pages};
+  views.sequences = {cu_seqlens_q.data(), nullptr, opt.kv_lengths.data()};
+  run_options<Backend>(make_softmax_problem(views, pq.lse, opt), opt, exec);
+}
+
+}  // namespace detail
+
 // Variable-length batches (FlashAttention's varlen API): sequences packed
 // along the rows, q (Tq, Hq, Dk), k (Tk, Hkv, Dk), v (Tk, Hkv, Dv) -> out
 // (Tq, Hq, Dv), lse (Tq, Hq) when given; sequence b holds query rows
@@ -433,28 +479,20 @@ void varlen_attention(view3<const float> q, view3<const float> k, view3<const fl
                       strided_view<float, 2> lse, std::span<const std::int32_t> cu_seqlens_q,
                       std::span<const std::int32_t> cu_seqlens_k, const softmax_options& opt = {},
                       const Exec& exec = {}) {
-  const index_t hq = q.extent[1], dk = q.extent[2], tk = k.extent[0], hkv = k.extent[1];
-  detail::require_view(q, "q", "(Tq, Hq, Dk) with Hq, Dk >= 1", hq >= 1 && dk >= 1);
-  detail::require_view(k, "k", detail::dims({{"Tk", -1}, {"Hkv", -1}, {"Dk", dk}}) + " with Hkv >= 1",
-                       hkv >= 1 && k.extent[2] == dk);
-  detail::require(hq % hkv == 0, "k", "a kv head count dividing Hq = " + std::to_string(hq) + " (GQA)",
-                  "Hkv = " + std::to_string(hkv));
-  detail::require_view(v, "v", detail::dims({{"Tk", tk}, {"Hkv", hkv}, {"Dv", -1}}) + " with Dv >= 1",
-                       v.extent[0] == tk && v.extent[1] == hkv && v.extent[2] >= 1);
-  detail::require(opt.kv_lengths.empty(), "kv_lengths", "none with varlen keys (cu_seqlens_k gives them)",
-                  "kv_lengths set");
-  detail::require(cu_seqlens_k.size() == cu_seqlens_q.size(), "cu_seqlens_k",
-                  "as many offsets as cu_seqlens_q (" + std::to_string(cu_seqlens_q.size()) + ")",
-                  std::to_string(cu_seqlens_k.size()) + " offsets");
-  const index_t longest_k = detail::check_cu_seqlens(cu_seqlens_k, "cu_seqlens_k", tk);
-  const index_t batch = static_cast<index_t>(cu_seqlens_k.size()) - 1;
-  const detail::packed_queries pq = detail::checked_packed_queries(
-      q, out, lse, cu_seqlens_q, v.extent[2], {{detail::packed_batch(k, 1, tk), "k"}, {detail::packed_batch(v, 1, tk), "v"}});
-  detail::attention_views views{pq.q, detail::packed_batch(k, batch, longest_k),
-                                detail::packed_batch(v, batch, longest_k), pq.out};
-  views.sequences = {cu_seqlens_q.data(), cu_seqlens_k.data(), nullptr};
-  const detail::softmax_problem p = detail::make_softmax_problem(views, pq.lse, opt);
-  detail::run_options<Backend>(p, opt, exec);
+  detail::varlen_dense_attention<Backend>(q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, opt, exec);
+}
+
+// The same with tensors stored in 16 bits, each float, attn::float16 or
+// attn::bfloat16 (README, "Reduced precision").
+template <simd_backend Backend = default_backend, executor Exec = serial, class Q, class K, class V, class O>
+  requires mixed_storage<Q, K, V, O>
+void varlen_attention(strided_view<Q, 3> q, strided_view<K, 3> k, strided_view<V, 3> v, strided_view<O, 3> out,
+                      strided_view<float, 2> lse, std::span<const std::int32_t> cu_seqlens_q,
+                      std::span<const std::int32_t> cu_seqlens_k, const softmax_options& opt = {},
+                      const Exec& exec = {}) {
+  using detail::as_input;
+  detail::varlen_dense_attention<Backend>(as_input(q), as_input(k), as_input(v), out, lse, cu_seqlens_q,
+                                          cu_seqlens_k, opt, exec);
 }
 
 // Packed (varlen) queries over a paged K/V cache (chunked prefill of
@@ -465,16 +503,16 @@ template <simd_backend Backend = default_backend, executor Exec = serial>
 void varlen_attention(view3<const float> q, const paged_kv& cache, view3<float> out, strided_view<float, 2> lse,
                       std::span<const std::int32_t> cu_seqlens_q, const softmax_options& opt = {},
                       const Exec& exec = {}) {
-  const index_t hq = q.extent[1], dk = q.extent[2];
-  detail::require_view(q, "q", "(Tq, Hq, Dk) with Hq, Dk >= 1", hq >= 1 && dk >= 1);
-  const index_t batch = detail::sequence_count(cu_seqlens_q, "cu_seqlens_q");
-  const auto kv = detail::checked_paged_cache(cache, batch, hq, dk, opt.kv_lengths);
-  const detail::packed_queries pq = detail::checked_packed_queries(
-      q, out, lse, cu_seqlens_q, kv.v.extent[3], {{cache.k_pages, "k_pages"}, {cache.v_pages, "v_pages"}});
-  detail::attention_views views{pq.q, kv.k, kv.v, pq.out, kv.pages};
-  views.sequences = {cu_seqlens_q.data(), nullptr, opt.kv_lengths.data()};
-  const detail::softmax_problem p = detail::make_softmax_problem(views, pq.lse, opt);
-  detail::run_options<Backend>(p, opt, exec);
+  detail::varlen_paged_attention<Backend>(q, cache, out, lse, cu_seqlens_q, opt, exec);
+}
+
+// The same with q, out and the cache's pages stored in 16 bits.
+template <simd_backend Backend = default_backend, executor Exec = serial, class Q, class K, class V, class O>
+  requires mixed_storage<Q, K, V, O>
+void varlen_attention(strided_view<Q, 3> q, const typed_paged_kv<K, V>& cache, strided_view<O, 3> out,
+                      strided_view<float, 2> lse, std::span<const std::int32_t> cu_seqlens_q,
+                      const softmax_options& opt = {}, const Exec& exec = {}) {
+  detail::varlen_paged_attention<Backend>(detail::as_input(q), cache, out, lse, cu_seqlens_q, opt, exec);
 }
 
 }  // namespace attn

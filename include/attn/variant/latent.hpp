@@ -110,20 +110,20 @@ void run_latent(const P& p, const latent_options& opt, const Exec& exec) {
 // D) view, pages, and the storage out must not overlap): q (Tq, H, D) with
 // cu_seqlens_q (B + 1) -> out (Tq, H, Dc), lse (Tq, H). Causal aligns each
 // sequence's queries with its last keys.
-template <class Backend, class Exec>
-void run_latent_varlen(view3<const float> q, view4<const float> cache, kv_pages pages,
-                       view4<const float> storage, const char* storage_name, view3<float> out,
+template <class Backend, class Q, class C, class O, class Exec>
+void run_latent_varlen(view3<const Q> q, view4<const C> cache, kv_pages pages,
+                       view4<const C> storage, const char* storage_name, view3<O> out,
                        strided_view<float, 2> lse, std::span<const std::int32_t> cu_seqlens_q,
                        const latent_options& opt, const Exec& exec) {
   require_view(q, "q", "(Tq, H, Dc + Dr) with H, Dc + Dr >= 1", q.extent[1] >= 1 && q.extent[2] >= 1);
   require(q.extent[2] == cache.extent[3], "q", "rows of Dc + Dr = " + std::to_string(cache.extent[3]) + " channels",
           shape_string(q));
   check_latent_options(q.extent[2], opt);
-  const packed_queries pq = checked_packed_queries(q, out, lse, cu_seqlens_q, opt.dc, {{storage, storage_name}});
+  const auto pq = checked_packed_queries(q, out, lse, cu_seqlens_q, opt.dc, {{storage, storage_name}});
   if (!opt.lengths.empty())
     kv_length_mask{opt.lengths.data(), 1, false}.check(
         problem_shape{cache.extent[0], q.extent[1], 1, cache.extent[1]});
-  softmax_problem p = latent_problem(pq.q, cache, pages, pq.out, pq.lse, opt);
+  auto p = latent_problem(pq.q, cache, pages, pq.out, pq.lse, opt);
   p.sequences.q_starts = cu_seqlens_q.data();
   if (opt.causal)
     run_softmax<Backend>(p, per_sequence{[&p](index_t b) { return causal_mask{p.nk_of(b) - p.nq_of(b)}; }},
@@ -203,6 +203,39 @@ void latent_attention(strided_view<Q, 4> q, const typed_paged_cache<C>& cache, s
 }
 
 
+namespace detail {
+
+// The bodies of latent_varlen_attention for every storage type.
+template <class Backend, class Q, class C, class O, class Exec>
+void latent_varlen_contiguous(view3<const Q> q, view4<const C> cache, view3<O> out, strided_view<float, 2> lse,
+                              std::span<const std::int32_t> cu_seqlens_q, const latent_options& opt,
+                              const Exec& exec) {
+  const index_t b = sequence_count(cu_seqlens_q, "cu_seqlens_q");
+  require_view(cache, "cache", dims({{"B", b}, {"Nk", -1}, {"1", -1}, {"Dc + Dr", -1}}) + " with Dc + Dr >= 1",
+               cache.extent[0] == b && cache.extent[2] == 1 && cache.extent[3] >= 1);
+  if (!opt.lengths.empty())
+    require(static_cast<index_t>(opt.lengths.size()) == b, "lengths",
+            "one key count per sequence (B = " + std::to_string(b) + ")", std::to_string(opt.lengths.size()) + " counts");
+  run_latent_varlen<Backend>(q, cache, {}, cache, "cache", out, lse, cu_seqlens_q, opt, exec);
+}
+template <class Backend, class Q, class C, class O, class Exec>
+void latent_varlen_paged(view3<const Q> q, const typed_paged_cache<C>& cache, view3<O> out,
+                         strided_view<float, 2> lse, std::span<const std::int32_t> cu_seqlens_q,
+                         const latent_options& opt, const Exec& exec) {
+  const index_t b = sequence_count(cu_seqlens_q, "cu_seqlens_q");
+  const view4<const C>& pool = cache.pages;
+  require_view(pool, "pages", dims({{"P", -1}, {"page_size", -1}, {"1", -1}, {"Dc + Dr", -1}}) +
+                                  " with page_size, Dc + Dr >= 1",
+               pool.extent[1] >= 1 && pool.extent[2] == 1 && pool.extent[3] >= 1);
+  const index_t page_size = pool.extent[1];
+  const index_t capacity = check_block_table(cache.block_table, b, pool.extent[0], page_size, opt.lengths, "lengths");
+  const kv_pages pages{cache.block_table.data, cache.block_table.stride[0], page_size};
+  run_latent_varlen<Backend>(q, logical_cache(pool, b, capacity), pages, pool, "pages", out, lse, cu_seqlens_q,
+                             opt, exec);
+}
+
+}  // namespace detail
+
 // Latent attention with packed (varlen) queries, FlashAttention's varlen
 // form (chunked prefill of several sequences): q (Tq, H, Dc + Dr) with
 // sequence b's queries in rows [cu_seqlens_q[b], cu_seqlens_q[b + 1]), the
@@ -213,14 +246,18 @@ template <simd_backend Backend = default_backend, executor Exec = serial>
 void latent_varlen_attention(view3<const float> q, view4<const float> cache, view3<float> out,
                              strided_view<float, 2> lse, std::span<const std::int32_t> cu_seqlens_q,
                              const latent_options& opt, const Exec& exec = {}) {
-  const index_t b = detail::sequence_count(cu_seqlens_q, "cu_seqlens_q");
-  detail::require_view(cache, "cache", detail::dims({{"B", b}, {"Nk", -1}, {"1", -1}, {"Dc + Dr", -1}}) + " with Dc + Dr >= 1",
-                       cache.extent[0] == b && cache.extent[2] == 1 && cache.extent[3] >= 1);
-  if (!opt.lengths.empty())
-    detail::require(static_cast<index_t>(opt.lengths.size()) == b, "lengths",
-                    "one key count per sequence (B = " + std::to_string(b) + ")",
-                    std::to_string(opt.lengths.size()) + " counts");
-  detail::run_latent_varlen<Backend>(q, cache, {}, cache, "cache", out, lse, cu_seqlens_q, opt, exec);
+  detail::latent_varlen_contiguous<Backend>(q, cache, out, lse, cu_seqlens_q, opt, exec);
+}
+
+// The same with q, the cache and out each stored as float, attn::float16 or
+// attn::bfloat16.
+template <simd_backend Backend = default_backend, executor Exec = serial, class Q, class C, class O>
+  requires mixed_storage<Q, C, C, O>
+void latent_varlen_attention(strided_view<Q, 3> q, strided_view<C, 4> cache, strided_view<O, 3> out,
+                             strided_view<float, 2> lse, std::span<const std::int32_t> cu_seqlens_q,
+                             const latent_options& opt, const Exec& exec = {}) {
+  detail::latent_varlen_contiguous<Backend>(detail::as_input(q), detail::as_input(cache), out, lse, cu_seqlens_q,
+                                            opt, exec);
 }
 
 // The same over a paged cache (opt.lengths required).
@@ -228,16 +265,16 @@ template <simd_backend Backend = default_backend, executor Exec = serial>
 void latent_varlen_attention(view3<const float> q, const paged_cache& cache, view3<float> out,
                              strided_view<float, 2> lse, std::span<const std::int32_t> cu_seqlens_q,
                              const latent_options& opt, const Exec& exec = {}) {
-  const index_t b = detail::sequence_count(cu_seqlens_q, "cu_seqlens_q");
-  const view4<const float>& pool = cache.pages;
-  detail::require_view(pool, "pages", detail::dims({{"P", -1}, {"page_size", -1}, {"1", -1}, {"Dc + Dr", -1}}) +
-                                          " with page_size, Dc + Dr >= 1",
-                       pool.extent[1] >= 1 && pool.extent[2] == 1 && pool.extent[3] >= 1);
-  const index_t page_size = pool.extent[1];
-  const index_t capacity = detail::check_block_table(cache.block_table, b, pool.extent[0], page_size, opt.lengths, "lengths");
-  const detail::kv_pages pages{cache.block_table.data, cache.block_table.stride[0], page_size};
-  detail::run_latent_varlen<Backend>(q, detail::logical_cache(pool, b, capacity), pages, pool, "pages", out, lse,
-                                     cu_seqlens_q, opt, exec);
+  detail::latent_varlen_paged<Backend>(q, cache, out, lse, cu_seqlens_q, opt, exec);
+}
+
+// The same with 16-bit storage (typed_paged_cache<C>: the pool stored as C).
+template <simd_backend Backend = default_backend, executor Exec = serial, class Q, class C, class O>
+  requires mixed_storage<Q, C, C, O>
+void latent_varlen_attention(strided_view<Q, 3> q, const typed_paged_cache<C>& cache, strided_view<O, 3> out,
+                             strided_view<float, 2> lse, std::span<const std::int32_t> cu_seqlens_q,
+                             const latent_options& opt, const Exec& exec = {}) {
+  detail::latent_varlen_paged<Backend>(detail::as_input(q), cache, out, lse, cu_seqlens_q, opt, exec);
 }
 
 }  // namespace attn
