@@ -126,26 +126,6 @@ strided_view<const std::remove_const_t<T>, R> as_input(const strided_view<T, R>&
 // The all-fp32 problem every variant takes.
 using attention_views = typed_views<float, float, float, float>;
 
-// The memory an input view spans, for the overlap checks of written views.
-struct named_memory {
-  std::uintptr_t begin = 0, end = 0;  // [begin, end) bytes; empty: nothing to overlap
-  const char* name = "";
-
-  template <class T, std::size_t R>
-  named_memory(const strided_view<T, R>& view, const char* view_name) : name(view_name) {
-    if (view.empty() || view.size() == 0) return;
-    begin = reinterpret_cast<std::uintptr_t>(view.data);
-    end = begin + static_cast<std::uintptr_t>(view.span()) * sizeof(T);
-  }
-};
-
-// The memory of a written view must not overlap an input's.
-inline void require_disjoint(const named_memory& written, const named_memory& input) {
-  require(written.begin == written.end || input.begin == input.end || written.end <= input.begin ||
-              input.end <= written.begin,
-          written.name, std::string("memory disjoint from ") + input.name, "overlapping buffers");
-}
-
 // Checks a view the call writes (out, lse): its shape, that it maps each
 // element to its own address, and that it overlaps none of the inputs.
 template <class T, std::size_t R>

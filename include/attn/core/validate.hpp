@@ -49,18 +49,30 @@ void require_distinct(const strided_view<T, R>& v, const char* name) {
   }
 }
 
-// The memory [data, data + span) of two views must not overlap when one is
-// written.
+// The memory a view spans, for the overlap checks of written views.
+struct named_memory {
+  std::uintptr_t begin = 0, end = 0;  // [begin, end) bytes; empty: nothing to overlap
+  const char* name = "";
+
+  template <class T, std::size_t R>
+  named_memory(const strided_view<T, R>& view, const char* view_name) : name(view_name) {
+    if (view.empty() || view.size() == 0) return;
+    begin = reinterpret_cast<std::uintptr_t>(view.data);
+    end = begin + static_cast<std::uintptr_t>(view.span()) * sizeof(T);
+  }
+};
+
+// The memory of a written view must not overlap an input's.
+inline void require_disjoint(const named_memory& written, const named_memory& input) {
+  require(written.begin == written.end || input.begin == input.end || written.end <= input.begin ||
+              input.end <= written.begin,
+          written.name, std::string("memory disjoint from ") + input.name, "overlapping buffers");
+}
+// The same for two views.
 template <class T, class U, std::size_t R, std::size_t S>
 void require_disjoint(const strided_view<T, R>& written, const char* written_name,
                       const strided_view<U, S>& other, const char* other_name) {
-  if (written.empty() || other.empty() || written.size() == 0 || other.size() == 0) return;
-  const auto a0 = reinterpret_cast<std::uintptr_t>(written.data);
-  const auto a1 = a0 + static_cast<std::uintptr_t>(written.span()) * sizeof(T);
-  const auto b0 = reinterpret_cast<std::uintptr_t>(other.data);
-  const auto b1 = b0 + static_cast<std::uintptr_t>(other.span()) * sizeof(U);
-  require(a1 <= b0 || b1 <= a0, written_name, std::string("memory disjoint from ") + other_name,
-          "overlapping buffers");
+  require_disjoint(named_memory(written, written_name), named_memory(other, other_name));
 }
 
 inline std::string dims(std::initializer_list<std::pair<const char*, index_t>> named) {
