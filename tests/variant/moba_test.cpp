@@ -5,7 +5,8 @@
 // (exact selections, ties constructed on purpose), and the attention against
 // the fp64 oracle with the pairs that gate selects, on every backend: blocks
 // that do not divide N, blocks longer than a KV tile, decode, GQA, strided
-// views, topk = 1, Nk <= bk * topk (= causal), NaN, 1 and 2 threads, errors.
+// views, topk = 1, Nk <= bk * topk (= causal), NaN, 1 and 2 threads, errors;
+// q, k, v and out stored in 16 bits.
 
 #include <gtest/gtest.h>
 
@@ -190,16 +191,31 @@ attn::moba_options options_of(const moba_case& s) {
   return opt;
 }
 
-// The oracle over the pairs the reference gate selects: key j of a selected
-// block, and j <= i + Nk - Nq.
-ref::softmax_result moba_oracle(const moba_inputs& in, const moba_case& s, const gate_reference& gate) {
+// The oracle over the pairs a selection allows, selects(b, h, i, block):
+// key j of a selected block, and j <= i + Nk - Nq.
+template <class Selects>
+ref::softmax_result oracle_over(const moba_inputs& in, const moba_case& s, Selects selects) {
   const index_t off = s.nk - s.nq;
   auto allowed = [&](index_t b, index_t h, index_t i, index_t j) {
-    return j <= i + off && gate.selects(b, h, i, j / s.bk);
+    return j <= i + off && selects(b, h, i, j / s.bk);
   };
   auto identity = [](double x, index_t, index_t, index_t, index_t) { return x; };
   return ref::softmax_attention(in.q.cview(), in.k.cview(), in.v.cview(), 1.0 / std::sqrt(double(s.dk)),
                                 nullptr, allowed, identity);
+}
+// Over the pairs the reference gate selects.
+ref::softmax_result moba_oracle(const moba_inputs& in, const moba_case& s,
+                                const gate_reference& gate) {
+  return oracle_over(
+      in, s, [&](index_t b, index_t h, index_t i, index_t c) { return gate.selects(b, h, i, c); });
+}
+// Over the pairs the library's gate selects.
+ref::softmax_result moba_oracle(const moba_inputs& in, const moba_case& s,
+                                const attn::moba_selection& sel) {
+  return oracle_over(in, s, [&](index_t b, index_t h, index_t i, index_t c) {
+    const auto row = sel(b, h, i);
+    return std::find(row.begin(), row.end(), static_cast<std::int32_t>(c)) != row.end();
+  });
 }
 
 // Gate exact against the reference, attention within DESIGN §1 of the
@@ -378,6 +394,155 @@ TYPED_TEST(MobaTest, OneAndTwoThreadsAgreeBitwise) {
     EXPECT_EQ(ref::compare(one.out.cview(), two.out.cview()).different_bits, 0);
     EXPECT_EQ(ref::compare(one.lse.cview(), two.lse.cview()).different_bits, 0);
   }
+}
+
+// ---------------------------------------------------------------------------
+// q, k, v and out stored in 16 bits (README, "Reduced precision").
+
+// A tensor's copy stored as T in the same layout; the float tensor is
+// rounded to what the copy holds (the fp32 gate's and the oracle's inputs).
+template <class T>
+struct stored {
+  std::vector<T> storage;
+  attn::view4<T> view;
+
+  explicit stored(ref::tensor4& t)
+      : storage(ref::rounded<T>(t)), view{storage.data(), t.view.extent, t.view.stride} {}
+  attn::view4<const T> cview() const { return view; }
+};
+
+// Shapes of the 16-bit checks: Nk prime (blocks do not divide it), GQA,
+// Nq < Nk with Dv not a multiple of the vector width, topk above the block
+// count; each also with q and k strided (inner stride != 1, padding).
+const std::vector<moba_case> stored_cases = {
+    {1, 257, 257, 4, 2, 32, 32, 37, 3},
+    {2, 61, 211, 4, 2, 24, 40, 32, 3},
+    {1, 50, 97, 4, 2, 16, 16, 32, 10},
+};
+layouts strided_q_and_k() {
+  layouts mem;
+  mem.q = ref::padded_bhsd;
+  mem.k = ref::bsdh_memory;
+  mem.v = ref::bsdh_memory;
+  mem.out = ref::padded_bshd;
+  mem.lse = ref::padded_bsh;
+  return mem;
+}
+
+// The gate widens q and k exactly: over Q and K it selects what the fp32
+// gate selects over the rounded values (the same fp32 sums), and that is
+// the reference's selection up to fp32 near-ties.
+template <class Backend, class Q, class K, class Exec>
+void expect_gate_widens(const moba_case& s, const layouts& mem, const Exec& exec) {
+  SCOPED_TRACE(describe(s) + " q " + attn::element_name<Q>() + " k " + attn::element_name<K>());
+  moba_inputs in(s, 41 + static_cast<std::uint64_t>(s.nq * 131 + s.nk), mem);
+  const stored<Q> q(in.q);
+  const stored<K> k(in.k);
+  const attn::moba_options opt = options_of(s);
+  const attn::moba_selection want = attn::moba_gate<Backend>(in.q.cview(), in.k.cview(), opt, exec);
+  const attn::moba_selection got = attn::moba_gate<Backend>(q.cview(), k.cview(), opt, exec);
+  EXPECT_EQ(got.topk, want.topk);
+  EXPECT_EQ(got.blocks, want.blocks)
+      << "the 16-bit gate differs from the fp32 gate on the same values";
+  EXPECT_TRUE(same_selection(got, reference_gate(in.q.cview(), in.k.cview(), s.bk, s.topk)));
+}
+
+// Attention over Q, K, V stored in 16 bits into an O out: against the oracle
+// on the rounded inputs over the gate's selection, with the contract of the
+// output's type; nothing written outside out and lse.
+template <class Backend, class Q, class K, class V, class O, class Exec>
+void expect_stored(const moba_case& s, const layouts& mem, const Exec& exec) {
+  SCOPED_TRACE(describe(s) + " q " + attn::element_name<Q>() + " k " + attn::element_name<K>() +
+               " v " + attn::element_name<V>() + " out " + attn::element_name<O>());
+  moba_inputs in(s, 43 + static_cast<std::uint64_t>(s.nq * 131 + s.nk * 7 + s.bk), mem);
+  const stored<Q> q(in.q);
+  const stored<K> k(in.k);
+  const stored<V> v(in.v);
+  stored<O> out(in.out);
+  const attn::moba_options opt = options_of(s);
+  const attn::moba_selection sel = attn::moba_gate<Backend>(q.cview(), k.cview(), opt, exec);
+  EXPECT_TRUE(same_selection(sel, reference_gate(in.q.cview(), in.k.cview(), s.bk, s.topk)));
+  attn::moba_attention<Backend>(q.cview(), k.cview(), v.cview(), out.view, in.lse.view, opt, exec);
+  for (std::size_t n = 0; n < out.storage.size(); ++n)
+    in.out.storage[n] = attn::to_float(out.storage[n]);
+  EXPECT_TRUE(ref::within_contract(in.out.cview(), in.lse.cview(), moba_oracle(in, s, sel),
+                                   ref::storage_contract<O>()));
+  EXPECT_TRUE(in.out.padding_holds(attn::to_float(attn::from_float<O>(7.0f))))
+      << "out written outside its view";
+  EXPECT_TRUE(in.lse.padding_holds(7.0f)) << "lse written outside its view";
+}
+
+TYPED_TEST(MobaTest, GateWidens16BitQueriesAndKeysExactly) {
+  using attn::bfloat16, attn::float16;
+  for (const moba_case& s : stored_cases)
+    for (const layouts& mem : {layouts{}, strided_q_and_k()}) {
+      expect_gate_widens<TypeParam, float16, float16>(s, mem, attn::serial{});
+      expect_gate_widens<TypeParam, bfloat16, bfloat16>(s, mem, attn::serial{});
+      expect_gate_widens<TypeParam, float16, float16>(s, mem, attn::openmp{2});
+      expect_gate_widens<TypeParam, bfloat16, bfloat16>(s, mem, attn::openmp{2});
+      expect_gate_widens<TypeParam, float, bfloat16>(s, mem, attn::serial{});
+    }
+}
+
+template <class Backend, class Exec>
+void expect_stored_combinations(const Exec& exec) {
+  using attn::bfloat16, attn::float16;
+  for (const moba_case& s : stored_cases)
+    for (const layouts& mem : {layouts{}, strided_q_and_k()}) {
+      expect_stored<Backend, float16, float16, float16, float16>(s, mem, exec);
+      expect_stored<Backend, bfloat16, bfloat16, bfloat16, bfloat16>(s, mem, exec);
+      expect_stored<Backend, float, float16, float16, bfloat16>(s, mem, exec);
+      expect_stored<Backend, bfloat16, bfloat16, float16, float>(s, mem, exec);
+    }
+}
+
+TYPED_TEST(MobaTest, StoredIn16BitsMatchesTheOracle) {
+  expect_stored_combinations<TypeParam>(attn::serial{});
+}
+
+TYPED_TEST(MobaTest, StoredIn16BitsMatchesTheOracleOnTwoThreads) {
+  expect_stored_combinations<TypeParam>(attn::openmp{2});
+}
+
+TEST(MobaStorage, MutableAndConstViewsCallTheSameOverloads) {
+  // Views of mutable elements (no as_input at the call) and the fp32
+  // overloads through braces still resolve; results equal the const calls.
+  const moba_case s{1, 40, 40, 2, 1, 16, 16, 8, 2};
+  moba_inputs in(s, 5);
+  stored<attn::float16> q(in.q), k(in.k), v(in.v);
+  stored<attn::bfloat16> out(in.out);
+  const attn::moba_options opt = options_of(s);
+  EXPECT_EQ(attn::moba_gate(q.view, k.view, opt).blocks,
+            attn::moba_gate(q.cview(), k.cview(), opt).blocks);
+  EXPECT_EQ(attn::moba_gate(in.q.view, in.k.view, opt).blocks,
+            attn::moba_gate(in.q.cview(), in.k.cview(), opt).blocks);
+  attn::moba_attention(q.view, k.view, v.view, out.view, {}, opt);
+  const std::vector<attn::bfloat16> first = out.storage;
+  attn::moba_attention(q.cview(), k.cview(), v.cview(), out.view, in.lse.view, opt,
+                       attn::openmp{2});
+  for (std::size_t n = 0; n < first.size(); ++n) ASSERT_EQ(first[n].bits, out.storage[n].bits) << n;
+  ref::tensor4 fp32 = ref::filled<4>({s.b, s.nq, s.hq, s.dv}, ref::bshd_memory, 0.0f);
+  attn::moba_attention(in.q.view, in.k.view, in.v.view, fp32.view, {}, opt);
+  EXPECT_TRUE(ref::within_contract(
+      fp32.cview(), {}, moba_oracle(in, s, attn::moba_gate(in.q.cview(), in.k.cview(), opt))));
+}
+
+TEST(MobaStorage, BadShapesAreRefusedNamingTheArgument) {
+  ref::rng g{2};
+  ref::tensor4 q = ref::random_bshd(g, 1, 8, 4, 16), k = ref::random_bshd(g, 1, 8, 3, 16);
+  ref::tensor4 v = ref::random_bshd(g, 1, 8, 3, 16),
+               out = ref::filled<4>({1, 8, 4, 16}, ref::bshd_memory, 0.0f);
+  const stored<attn::float16> q16(q), k16(k), v16(v);
+  stored<attn::bfloat16> out16(out);
+  EXPECT_TRUE(ref::throws_naming(
+      [&] { (void)attn::moba_gate(q16.cview(), k16.cview(), attn::moba_options{}); },
+      {"k: expected a kv head count dividing Hq = 4"}));
+  EXPECT_TRUE(ref::throws_naming(
+      [&] {
+        attn::moba_attention(q16.cview(), k16.cview(), v16.cview(), out16.view, {},
+                             attn::moba_options{});
+      },
+      {"k: expected a kv head count dividing Hq = 4"}));
 }
 
 // ---------------------------------------------------------------------------

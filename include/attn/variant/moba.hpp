@@ -10,9 +10,11 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "attn/backend/registry.hpp"
+#include "attn/core/element.hpp"
 #include "attn/core/error.hpp"
 #include "attn/core/executor.hpp"
 #include "attn/core/main_loop.hpp"
@@ -44,6 +46,8 @@
 // and folded into per-row online-softmax state (m, l, fp32 O) that lives for
 // the whole item, the size of the item's output (spans are cut so that it
 // stays under 32 MiB per thread).
+//
+// q, k, v and out may each be fp32, fp16 or bf16, widened as they are gathered (fp32 compute).
 //
 // Extra memory: the selection (B, Hq, Nq, topk) int32, the block means
 // (B, Hkv, N/bk, Dk), per thread one span's row state and O(tile) scratch;
@@ -107,7 +111,8 @@ inline moba_blocks make_moba_blocks(const moba_options& opt, index_t nq, index_t
 }
 
 // The gate's argument checks: q and k as in softmax attention.
-inline void check_gate_inputs(const view4<const float>& q, const view4<const float>& k) {
+template <class Q, class K>
+void check_gate_inputs(const view4<const Q>& q, const view4<const K>& k) {
   const index_t b = q.extent[0], hq = q.extent[2], dk = q.extent[3];
   require_view(q, "q", "(B, Nq, Hq, Dk) with Hq, Dk >= 1", hq >= 1 && dk >= 1);
   const index_t hkv = k.extent[2];
@@ -127,8 +132,8 @@ index_t packed_columns(index_t rows) {
 
 // Gate keys: the fp32 mean of each key block, per (b, kv head):
 // (B, Hkv, blocks, Dk), computed once for every query that reads them.
-template <class Exec>
-std::vector<float> key_block_means(const view4<const float>& k, const moba_blocks& blk,
+template <class K, class Exec>
+std::vector<float> key_block_means(const view4<const K>& k, const moba_blocks& blk,
                                    const Exec& exec) {
   const index_t nb = k.extent[0], hkv = k.extent[2], dk = k.extent[3];
   std::vector<float> means(static_cast<std::size_t>(nb * hkv * blk.count * dk), 0.0f);
@@ -137,8 +142,8 @@ std::vector<float> key_block_means(const view4<const float>& k, const moba_block
     for (index_t c = 0; c < blk.count; ++c) {
       float* mean = means.data() + (static_cast<index_t>(item) * blk.count + c) * dk;  // (Dk)
       for (index_t j = blk.begin(c); j < blk.end(c); ++j) {
-        const float* key = k.row(b, j, g);
-        for (index_t d = 0; d < dk; ++d) mean[d] += key[d * k.stride[3]];
+        const K* key = k.row(b, j, g);
+        for (index_t d = 0; d < dk; ++d) mean[d] += to_float(key[d * k.stride[3]]);
       }
       const float n = static_cast<float>(blk.end(c) - blk.begin(c));
       for (index_t d = 0; d < dk; ++d) mean[d] /= n;
@@ -178,8 +183,8 @@ struct best_blocks {
 // scores S^T (means x rows) = M . Q^T by the core's score kernel, a tile of
 // means at a time, each row offered its past blocks; then the selection of
 // every row written ascending (past blocks, own block, -1 padding).
-template <class B>
-void select_blocks(const view4<const float>& q, const float* means,  // means: (blocks, Dk)
+template <class B, class Q>
+void select_blocks(const view4<const Q>& q, const float* means,  // means: (blocks, Dk)
                    const moba_blocks& blk, index_t b, index_t g, index_t group, index_t i0,
                    index_t i1, moba_selection& sel) {
   const index_t dk = q.extent[3], rows = (i1 - i0) * group, ldq = packed_columns<B>(rows);
@@ -204,8 +209,8 @@ void select_blocks(const view4<const float>& q, const float* means,  // means: (
   if (keep > 0 && past_end > 0) {
     std::fill_n(qt, dk * ldq, 0.0f);
     for (index_t r = 0; r < rows; ++r) {
-      const float* src = q.row(b, i0 + r / group, g * group + r % group);
-      for (index_t d = 0; d < dk; ++d) qt[d * ldq + r] = src[d * q.stride[3]];
+      const Q* src = q.row(b, i0 + r / group, g * group + r % group);
+      for (index_t d = 0; d < dk; ++d) qt[d * ldq + r] = to_float(src[d * q.stride[3]]);
     }
     for (index_t c0 = 0; c0 < past_end; c0 += tile_blocks) {
       const index_t c1 = std::min(past_end, c0 + tile_blocks);
@@ -231,8 +236,8 @@ void select_blocks(const view4<const float>& q, const float* means,  // means: (
   }
 }
 
-template <class B, class Exec>
-moba_selection run_moba_gate(const view4<const float>& q, const view4<const float>& k,
+template <class B, class Q, class K, class Exec>
+moba_selection run_moba_gate(const view4<const Q>& q, const view4<const K>& k,
                              const moba_blocks& blk, const Exec& exec) {
   const index_t nb = q.extent[0], nq = q.extent[1], hq = q.extent[2], hkv = k.extent[2];
   const index_t group = hq / hkv;
@@ -263,7 +268,8 @@ struct moba_split {
   static constexpr index_t max_state_floats = index_t{1} << 23;  // 32 MiB of O per thread
   index_t spans, span_positions, items;
 
-  moba_split(const softmax_problem& p, std::size_t threads) {
+  template <class P>
+  moba_split(const P& p, std::size_t threads) {
     const index_t pairs = p.batch() * p.hkv();
     const index_t want = ceil_div(static_cast<index_t>(2 * threads), std::max<index_t>(1, pairs));
     const index_t most = std::max<index_t>(1, p.nq() * p.group() / (4 * B::query_tile_rows));
@@ -279,16 +285,21 @@ struct moba_split {
 // One work item: positions [i0, i1) of kv head g of batch b, every query
 // head of its group. Rows r = (i - i0) * group + (h - g * group) keep their
 // online-softmax state (m, l, fp32 O) across the item's key blocks.
-template <class B>
-void attend_moba_span(const softmax_problem& p, const moba_selection& sel, const moba_blocks& blk,
-                      index_t b, index_t g, index_t i0, index_t i1) {
+// K and V rows are read in place when stored as fp32 with inner stride 1;
+// 16-bit rows are widened into kbuf / vbuf once per tile for every row of
+// the chunk, as the core packs them for its prefill kernels (workspace).
+template <class B, class P>
+void attend_moba_span(const P& p, const moba_selection& sel, const moba_blocks& blk, index_t b,
+                      index_t g, index_t i0, index_t i1) {
   constexpr index_t W = static_cast<index_t>(B::width);
   constexpr float removed = -std::numeric_limits<float>::infinity();
   const index_t group = p.group(), dk = p.dk(), dv = p.dv(), dvp = round_up(dv, W);
   const index_t rows = (i1 - i0) * group;
   const index_t chunk_rows = B::query_tile_rows, tile_keys = B::kv_tile;
   const index_t ldq_max = packed_columns<B>(chunk_rows);
-  const bool pack_k = p.k.stride[3] != 1, pack_v = p.v.stride[3] != 1 || dv % W != 0;
+  const bool pack_k = p.k.stride[3] != 1 || !std::is_same_v<typename P::k_type, float>;
+  const bool pack_v =
+      p.v.stride[3] != 1 || dv % W != 0 || !std::is_same_v<typename P::v_type, float>;
 
   // Per-row state of the item: (rows) m and l, (rows, Dvp) O.
   thread_local std::vector<float> m, l, o, lse;
@@ -347,8 +358,9 @@ void attend_moba_span(const softmax_problem& p, const moba_selection& sel, const
       for (index_t x = 0; x < n; ++x) {
         const index_t r = chunk[x], i = i0 + r / group;
         pos[x] = i + blk.offset;
-        const float* src = p.q.row(b, i, g * group + r % group);
-        for (index_t d = 0; d < dk; ++d) qt[d * ldq + x] = q_scale * src[d * p.q.stride[3]];
+        const auto* src = p.q.row(b, i, g * group + r % group);
+        for (index_t d = 0; d < dk; ++d)
+          qt[d * ldq + x] = q_scale * to_float(src[d * p.q.stride[3]]);
         cm[x] = m[r];
         cl[x] = l[r];
         std::copy_n(o.data() + r * dvp, dvp, co + x * dvp);
@@ -361,8 +373,8 @@ void attend_moba_span(const softmax_problem& p, const moba_selection& sel, const
       for (index_t j0 = blk.begin(c); j0 < blk.end(c); j0 += tile_keys) {
         if (j0 > pos[n - 1]) break;  // no row of the chunk sees these keys
         const index_t keys = std::min(tile_keys, blk.end(c) - j0);
-        const row_panel kp = rows_of<B>(p, p.k, b, j0, keys, g, pack_k, kbuf, dk);
-        score_tile<B>(kp.data, kp.stride, keys, dk, qt, ldq, st);
+        with_rows<B>(p, p.k, b, j0, keys, g, pack_k, kbuf, dk,
+                     [&](auto kp) { score_tile<B>(kp.data, kp.stride, keys, dk, qt, ldq, st); });
         const tile_kind kind = j0 + keys - 1 > pos[0] ? tile_kind::partial : tile_kind::full;
         if (kind == tile_kind::partial) {
           index_t hidden = 0;  // rows with pos < j
@@ -373,8 +385,9 @@ void attend_moba_span(const softmax_problem& p, const moba_selection& sel, const
         }
         softmax_update<B>(st, keys, ldq, cm, cl, alpha);
         rescale_rows<B>(co, dvp, n, dvp, alpha);
-        const row_panel vp = rows_of<B>(p, p.v, b, j0, keys, g, pack_v, vbuf, dvp);
-        accumulate_values<B>(kind, st, ldq, n, vp, keys, dvp, co, dvp);
+        with_rows<B>(p, p.v, b, j0, keys, g, pack_v, vbuf, dvp, [&](auto vp) {
+          accumulate_values<B>(kind, st, ldq, n, vp, keys, dvp, co, dvp);
+        });
       }
 
       for (index_t x = 0; x < n; ++x) {  // scatter
@@ -392,9 +405,8 @@ void attend_moba_span(const softmax_problem& p, const moba_selection& sel, const
     store_row(p, b, i0 + r / group, g * group + r % group, o.data() + r * dvp, lse[r]);
 }
 
-template <class B, class Exec>
-void run_moba(const softmax_problem& p, const moba_selection& sel, const moba_blocks& blk,
-              const Exec& exec) {
+template <class B, class P, class Exec>
+void run_moba(const P& p, const moba_selection& sel, const moba_blocks& blk, const Exec& exec) {
   const moba_split<B> w(p, exec.concurrency());
   exec.parallel_for(static_cast<std::size_t>(w.items), [&](std::size_t item) {
     const index_t it = static_cast<index_t>(item);
@@ -402,6 +414,25 @@ void run_moba(const softmax_problem& p, const moba_selection& sel, const moba_bl
     const index_t i0 = span * w.span_positions, i1 = std::min(p.nq(), i0 + w.span_positions);
     attend_moba_span<B>(p, sel, blk, bg / p.hkv(), bg % p.hkv(), i0, i1);
   });
+}
+
+// The bodies of moba_gate and moba_attention for every storage type.
+template <class Backend, class Q, class K, class Exec>
+moba_selection moba_gate(view4<const Q> q, view4<const K> k, const moba_options& opt,
+                         const Exec& exec) {
+  check_gate_inputs(q, k);
+  const moba_blocks blk = make_moba_blocks(opt, q.extent[1], k.extent[1]);
+  return run_moba_gate<Backend>(q, k, blk, exec);
+}
+template <class Backend, class Q, class K, class V, class O, class Exec>
+void moba(view4<const Q> q, view4<const K> k, view4<const V> v, view4<O> out, view3<float> lse,
+          const moba_options& opt, const Exec& exec) {
+  softmax_options shape_only;
+  shape_only.scale = opt.scale;
+  const auto p = make_softmax_problem(q, k, v, out, lse, shape_only);
+  const moba_blocks blk = make_moba_blocks(opt, p.nq(), p.nk());
+  const moba_selection sel = run_moba_gate<Backend>(p.q, p.k, blk, exec);
+  run_moba<Backend>(p, sel, blk, exec);
 }
 
 }  // namespace detail
@@ -413,9 +444,18 @@ void run_moba(const softmax_problem& p, const moba_selection& sel, const moba_bl
 template <simd_backend Backend = default_backend, executor Exec = serial>
 moba_selection moba_gate(view4<const float> q, view4<const float> k, const moba_options& opt,
                          const Exec& exec = {}) {
-  detail::check_gate_inputs(q, k);
-  const detail::moba_blocks blk = detail::make_moba_blocks(opt, q.extent[1], k.extent[1]);
-  return detail::run_moba_gate<Backend>(q, k, blk, exec);
+  return detail::moba_gate<Backend>(q, k, opt, exec);
+}
+
+// The same with q or k stored in 16 bits (README, "Reduced precision"): q
+// and k each float, attn::float16 or attn::bfloat16 (mixed_storage with v
+// and out, which the gate does not read, taken as float).
+template <simd_backend Backend = default_backend, executor Exec = serial, class Q, class K>
+  requires mixed_storage<Q, K, float, float>
+moba_selection moba_gate(strided_view<Q, 4> q, strided_view<K, 4> k, const moba_options& opt,
+                         const Exec& exec = {}) {
+  using detail::as_input;
+  return detail::moba_gate<Backend>(as_input(q), as_input(k), opt, exec);
 }
 
 // MoBA attention (DESIGN §2): softmax attention of each query over the keys
@@ -428,12 +468,19 @@ template <simd_backend Backend = default_backend, executor Exec = serial>
 void moba_attention(view4<const float> q, view4<const float> k, view4<const float> v,
                     view4<float> out, view3<float> lse, const moba_options& opt,
                     const Exec& exec = {}) {
-  softmax_options shape_only;
-  shape_only.scale = opt.scale;
-  const detail::softmax_problem p = detail::make_softmax_problem(q, k, v, out, lse, shape_only);
-  const detail::moba_blocks blk = detail::make_moba_blocks(opt, p.nq(), p.nk());
-  const moba_selection sel = detail::run_moba_gate<Backend>(q, k, blk, exec);
-  detail::run_moba<Backend>(p, sel, blk, exec);
+  detail::moba<Backend>(q, k, v, out, lse, opt, exec);
+}
+
+// The same with tensors stored in 16 bits (README, "Reduced precision"):
+// q, k, v and out each float, attn::float16 or attn::bfloat16.
+template <simd_backend Backend = default_backend, executor Exec = serial, class Q, class K, class V,
+          class O>
+  requires mixed_storage<Q, K, V, O>
+void moba_attention(strided_view<Q, 4> q, strided_view<K, 4> k, strided_view<V, 4> v,
+                    strided_view<O, 4> out, view3<float> lse, const moba_options& opt,
+                    const Exec& exec = {}) {
+  using detail::as_input;
+  detail::moba<Backend>(as_input(q), as_input(k), as_input(v), out, lse, opt, exec);
 }
 
 }  // namespace attn
