@@ -306,47 +306,111 @@ TYPED_TEST(Serving, SplitCountsAgree) {
   }
 }
 
+// A view of `data` shaped and strided as the tensor t (its stored copy).
+template <class T, std::size_t R>
+attn::strided_view<T, R> stored_as(std::vector<T>& data, const ref::tensor<R>& t) {
+  return {data.data(), t.view.extent, t.view.stride};
+}
+template <class T, std::size_t R>
+attn::strided_view<const T, R> stored_as(const std::vector<T>& data, const ref::tensor<R>& t) {
+  return {data.data(), t.view.extent, t.view.stride};
+}
+
 // Cascade: a shared prefix plus per-sequence suffixes (contiguous, ragged,
-// and paged) equals attention over each sequence's concatenated keys.
-TYPED_TEST(Serving, CascadeEqualsTheConcatenatedKeys) {
-  using B = typename TypeParam::backend;
-  const auto exec = TypeParam::exec::make();
+// and paged) equals attention over each sequence's concatenated keys; q,
+// prefix and suffix K/V, and out stored as Q, KV and O (the oracle takes the
+// rounded inputs, README "Reduced precision").
+template <class B, class Q, class KV, class O, class Exec>
+void expect_cascade(const Exec& exec) {
   const index_t np = 200, hq = 8, hkv = 2, dk = 64, dv = 64;
   for (const bool paged_suffix : {false, true})
     for (const index_t nq : {1, 2}) {
       ragged_batch r({5, 130, 2, 64}, 130, nq, hq, hkv, dk, dv, 41 + nq);
       ref::rng g(7);
-      const ref::tensor4 pk = ref::random<4>(g, {1, np, hkv, dk}, ref::bshd_memory);
-      const ref::tensor4 pv = ref::random<4>(g, {1, np, hkv, dv}, ref::bshd_memory);
+      ref::tensor4 pk = ref::random<4>(g, {1, np, hkv, dk}, ref::bshd_memory);
+      ref::tensor4 pv = ref::random<4>(g, {1, np, hkv, dv}, ref::bshd_memory);
+      std::vector<Q> q = ref::rounded<Q>(r.q);
+      std::vector<KV> k = ref::rounded<KV>(r.k), v = ref::rounded<KV>(r.v);
+      std::vector<KV> prefix_k = ref::rounded<KV>(pk), prefix_v = ref::rounded<KV>(pv);
+      std::vector<O> out = ref::rounded<O>(r.out);
       attn::softmax_options opt;
       opt.kv_lengths = r.lengths;
       opt.causal = true;
       opt.sinks = r.sinks.data();
       opt.softcap = 8.0f;
+      const auto q_view = stored_as(std::as_const(q), r.q), pk_view = stored_as(std::as_const(prefix_k), pk),
+                 pv_view = stored_as(std::as_const(prefix_v), pv);
+      const auto out_view = stored_as(out, r.out);
       if (paged_suffix) {
-        const paged_copy paged(r.k.cview(), r.v.cview(), r.lengths, 16, 9);
-        attn::cascade_attention<B>(r.q.cview(), pk.cview(), pv.cview(), paged.cache(), r.out.view, r.lse.view, opt,
-                                   exec);
+        paged_copy paged(r.k.cview(), r.v.cview(), r.lengths, 16, 9);
+        std::vector<KV> k_pool = ref::rounded<KV>(paged.k_pool), v_pool = ref::rounded<KV>(paged.v_pool);
+        const attn::paged_kv pages = paged.cache();
+        const attn::typed_paged_kv<KV> cache{stored_as(std::as_const(k_pool), paged.k_pool),
+                                             stored_as(std::as_const(v_pool), paged.v_pool), pages.block_table};
+        attn::cascade_attention<B>(q_view, pk_view, pv_view, cache, out_view, r.lse.view, opt, exec);
       } else {
-        attn::cascade_attention<B>(r.q.cview(), pk.cview(), pv.cview(), r.k.cview(), r.v.cview(), r.out.view,
-                                   r.lse.view, opt, exec);
+        attn::cascade_attention<B>(q_view, pk_view, pv_view, stored_as(std::as_const(k), r.k),
+                                   stored_as(std::as_const(v), r.v), out_view, r.lse.view, opt, exec);
       }
+      for (std::size_t n = 0; n < out.size(); ++n) r.out.storage[n] = attn::to_float(out[n]);
       for (index_t b = 0; b < r.batch(); ++b) {
         const index_t n = np + r.lengths[b];
-        ref::tensor4 k = ref::filled<4>({1, n, hkv, dk}, ref::bshd_memory, 0.0f);
-        ref::tensor4 v = ref::filled<4>({1, n, hkv, dv}, ref::bshd_memory, 0.0f);
+        ref::tensor4 keys = ref::filled<4>({1, n, hkv, dk}, ref::bshd_memory, 0.0f);
+        ref::tensor4 values = ref::filled<4>({1, n, hkv, dv}, ref::bshd_memory, 0.0f);
         for (index_t j = 0; j < n; ++j)
           for (index_t h = 0; h < hkv; ++h) {
-            for (index_t d = 0; d < dk; ++d) k.view(0, j, h, d) = j < np ? pk.view(0, j, h, d) : r.k.view(b, j - np, h, d);
-            for (index_t d = 0; d < dv; ++d) v.view(0, j, h, d) = j < np ? pv.view(0, j, h, d) : r.v.view(b, j - np, h, d);
+            for (index_t d = 0; d < dk; ++d)
+              keys.view(0, j, h, d) = j < np ? pk.view(0, j, h, d) : r.k.view(b, j - np, h, d);
+            for (index_t d = 0; d < dv; ++d)
+              values.view(0, j, h, d) = j < np ? pv.view(0, j, h, d) : r.v.view(b, j - np, h, d);
           }
         const ref::softmax_result want =
-            ref::softmax_attention(sequence(r.q.cview(), b, nq), k.cview(), v.cview(), per_sequence(opt));
+            ref::softmax_attention(sequence(r.q.cview(), b, nq), keys.cview(), values.cview(), per_sequence(opt));
         EXPECT_TRUE(ref::within_contract(sequence<const float>(r.out.view, b, nq), sequence<const float>(r.lse.view, b),
-                                         want))
+                                         want, ref::storage_contract<O>()))
             << "sequence " << b << (paged_suffix ? " paged" : "") << " Nq=" << nq;
       }
     }
+}
+
+TYPED_TEST(Serving, CascadeEqualsTheConcatenatedKeys) {
+  expect_cascade<typename TypeParam::backend, float, float, float>(TypeParam::exec::make());
+}
+
+// 16-bit storage: the native backend, one and two threads (the widening
+// loads of every backend are tested in tests/variant/precision_test.cpp).
+TEST(ServingCascade, StoredIn16Bits) {
+  using B = attn::backend::native;
+  for (const int threads : {1, 2}) {
+    const attn::openmp exec{threads};
+    expect_cascade<B, attn::float16, attn::float16, attn::float16>(exec);
+    expect_cascade<B, attn::bfloat16, attn::bfloat16, attn::bfloat16>(exec);
+    expect_cascade<B, float, attn::float16, attn::bfloat16>(exec);
+  }
+}
+
+// A 16-bit out is rounded once, after the merge. Equal scores over values
+// 1, 1 + u (the prefix) and 1 + u (the suffix), u one bf16 ulp at 1: the
+// mean 1 + 2u/3 rounds to 1 + u, but a prefix result rounded first
+// (1 + u/2, a tie, to 1) would merge to 1 + u/3 and round to 1.
+TEST(ServingCascade, SixteenBitOutIsRoundedOnce) {
+  const index_t d = 8;
+  const float u = 1.0f / 128;
+  const std::vector<float> ones(2 * d, 1.0f), prefix_v = [&] {
+    std::vector<float> v(2 * d, 1.0f);
+    std::fill(v.begin() + d, v.end(), 1.0f + u);
+    return v;
+  }();
+  const std::vector<float> suffix_v(d, 1.0f + u);
+  std::vector<attn::bfloat16> out(d);
+  float lse = 0;
+  attn::cascade_attention(attn::bshd<const float>(ones.data(), 1, 1, 1, d),
+                          attn::bshd<const float>(ones.data(), 1, 2, 1, d),
+                          attn::bshd<const float>(prefix_v.data(), 1, 2, 1, d),
+                          attn::bshd<const float>(ones.data(), 1, 1, 1, d),
+                          attn::bshd<const float>(suffix_v.data(), 1, 1, 1, d), attn::bshd(out.data(), 1, 1, 1, d),
+                          attn::bsh(&lse, 1, 1, 1));
+  for (const attn::bfloat16 x : out) EXPECT_EQ(attn::to_float(x), 1.0f + u);
 }
 
 // NaN in one sequence's keys stays in that sequence (and only reaches rows

@@ -109,6 +109,10 @@ concept mixed_storage =
     !(std::is_same_v<std::remove_const_t<Q>, float> && std::is_same_v<std::remove_const_t<K>, float> &&
       std::is_same_v<std::remove_const_t<V>, float> && std::is_same_v<O, float>);
 
+// Two views stored alike, whatever the constness of their elements.
+template <class A, class B>
+concept same_storage = std::same_as<std::remove_const_t<A>, std::remove_const_t<B>>;
+
 // The name attnrun and the errors use for a storage type.
 template <kv_element T>
 constexpr const char* element_name() {

@@ -45,9 +45,12 @@ struct typed_softmax_problem : typed_views<Q, K, V, O> {
   index_t tile_rows = 0;
   // KV splits per work item; 0: chosen from the shape (see kv_splits).
   index_t num_splits = 0;
-  // Cascade: each row's result is merged with the (out, lse) already there,
-  // the result over another key set (lse is then required).
+  // Cascade: each row's result is merged with its result over another key
+  // set, (out, lse) already there or, when `earlier` is given, (earlier,
+  // lse): an fp32 copy of the rows (B, Nq, Hq, Dv) for a 16-bit out, which
+  // would otherwise be rounded twice. lse is then required.
   bool merge_into_out = false;
+  view4<const float> earlier{};
 
   float* lse_at(index_t b, index_t i, index_t h) const { return &lse(b, this->q_index(b, i), h); }
 };
@@ -727,7 +730,10 @@ void store_row(const P& p, index_t b, index_t i, index_t h, float* o, float lse)
   if (p.merge_into_out) {
     thread_local std::vector<float> earlier;
     earlier.resize(static_cast<std::size_t>(p.dv()));
-    for (index_t d = 0; d < p.dv(); ++d) earlier[d] = to_float(out[d * d_stride]);
+    if (p.earlier.empty())
+      for (index_t d = 0; d < p.dv(); ++d) earlier[d] = to_float(out[d * d_stride]);
+    else
+      for (index_t d = 0; d < p.dv(); ++d) earlier[d] = p.earlier(b, p.q_index(b, i), h, d);
     merge_row(o, lse, earlier.data(), *p.lse_at(b, i, h), p.dv());
   }
   for (index_t d = 0; d < p.dv(); ++d) out[d * d_stride] = from_float<typename P::out_type>(o[d]);

@@ -5,6 +5,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "attn/backend/registry.hpp"
@@ -26,7 +27,10 @@
 //      than once per sequence;
 //   2. each sequence against its own suffix (contiguous or paged, ragged
 //      lengths), each row merged with its prefix result as it is stored.
-// The result equals softmax attention over the concatenated keys.
+// The result equals softmax attention over the concatenated keys. Each
+// tensor may be stored in 16 bits (README, "Reduced precision"); a 16-bit
+// out keeps the prefix pass's rows in an fp32 scratch of out's size between
+// the passes, so it is rounded once.
 namespace attn {
 
 namespace detail {
@@ -48,10 +52,13 @@ strided_view<T, N> fold_batch(const strided_view<T, N>& x, const char* name) {
 }
 
 // Runs the cascade once the suffix problem `suffix` (checked, lse present)
-// is built: the prefix pass into out/lse, then the suffix pass merged in.
-template <class Backend, class Exec>
-void run_cascade(softmax_problem suffix, view4<const float> prefix_k, view4<const float> prefix_v,
-                 const softmax_options& opt, const Exec& exec) {
+// is built: the prefix pass, then the suffix pass merged in. The prefix pass
+// writes into out when out is fp32; a 16-bit out would round the prefix
+// result before the merge, so it goes to an fp32 scratch of out's size
+// instead and the suffix pass merges from there (one rounding, at the end).
+template <class Backend, class P, class PK, class PV, class Exec>
+void run_cascade(P suffix, view4<const PK> prefix_k, view4<const PV> prefix_v, const softmax_options& opt,
+                 const Exec& exec) {
   const index_t hkv = suffix.hkv(), dk = suffix.dk(), dv = suffix.dv();
   require_view(prefix_k, "prefix_k", dims({{"1", 1}, {"Np", -1}, {"Hkv", hkv}, {"Dk", dk}}),
                prefix_k.extent[0] == 1 && prefix_k.extent[2] == hkv && prefix_k.extent[3] == dk);
@@ -72,27 +79,37 @@ void run_cascade(softmax_problem suffix, view4<const float> prefix_k, view4<cons
               "causal: every suffix at least Nq = " + std::to_string(suffix.nq()) +
                   " keys long (the queries are its last tokens)",
               "sequence " + std::to_string(b) + " with " + std::to_string(suffix.nk_of(b)) + " keys");
-  // 1. The prefix pass: all B x Nq queries, every prefix key visible.
-  softmax_problem prefix = suffix;
-  prefix.q = fold_batch(suffix.q, "q");
-  prefix.out = fold_batch(suffix.out, "out");
-  prefix.lse = fold_batch(suffix.lse, "lse");
-  prefix.k = prefix_k;
-  prefix.v = prefix_v;
-  prefix.pages = {};
-  prefix.sequences = {};
-  prefix.sinks = nullptr;
+  // 1. The prefix pass: all B x Nq queries as one sequence, every prefix key
+  // visible, no sinks (merged once, in the suffix pass).
   softmax_options prefix_opt;
+  prefix_opt.scale = suffix.scale;
   prefix_opt.softcap = opt.softcap;
   prefix_opt.num_splits = opt.num_splits;
-  run_options<Backend>(prefix, prefix_opt, exec);
+  using Q = typename P::q_type;
+  using O = typename P::out_type;
+  const view4<const Q> q = fold_batch(suffix.q, "q");
+  const view3<float> lse = fold_batch(suffix.lse, "lse");
+  const view4<O> out = fold_batch(suffix.out, "out");
+  const auto prefix_pass = [&]<class R>(view4<R> rows) {
+    run_options<Backend>(make_softmax_problem(typed_views<Q, PK, PV, R>{q, prefix_k, prefix_v, rows}, lse, prefix_opt),
+                         prefix_opt, exec);
+  };
+  std::vector<float> earlier;  // a 16-bit out's prefix result, (1, B x Nq, Hq, Dv)
+  if constexpr (std::is_same_v<O, float>) {
+    prefix_pass(out);
+  } else {
+    earlier.resize(static_cast<std::size_t>(out.extent[1] * out.extent[2] * dv));
+    prefix_pass(bshd(earlier.data(), 1, out.extent[1], out.extent[2], dv));
+    suffix.earlier = bshd<const float>(earlier.data(), suffix.batch(), suffix.nq(), suffix.hq(), dv);
+  }
   // 2. The suffix pass, merged into the prefix's rows (sinks once, here).
   suffix.merge_into_out = true;
   run_options<Backend>(suffix, opt, exec);
 }
 
 // lse for the cascade's merge: the caller's, or a scratch (B, Nq, H).
-inline view3<float> cascade_lse(view3<float> lse, const view4<const float>& q, std::vector<float>& scratch) {
+template <class Q>
+view3<float> cascade_lse(view3<float> lse, const strided_view<Q, 4>& q, std::vector<float>& scratch) {
   if (!lse.empty() || q.extent[0] < 0 || q.extent[1] < 0 || q.extent[2] < 0) return lse;  // bad q: checked next
   scratch.resize(static_cast<std::size_t>(q.extent[0] * q.extent[1] * q.extent[2]));
   return bsh(scratch.data(), q.extent[0], q.extent[1], q.extent[2]);
@@ -127,6 +144,36 @@ void cascade_attention(view4<const float> q, view4<const float> prefix_k, view4<
   std::vector<float> scratch;
   const view3<float> l = detail::cascade_lse(lse, q, scratch);
   detail::run_cascade<Backend>(detail::make_paged_problem(q, suffix, out, l, opt), prefix_k, prefix_v, opt, exec);
+}
+
+// The same with tensors stored in 16 bits (README, "Reduced precision"): q,
+// k, v and out each float, attn::float16 or attn::bfloat16, the prefix
+// stored as the suffix (prefix_k as k, prefix_v as v). A 16-bit out is
+// rounded once, after the merge: the prefix pass keeps its rows in an fp32
+// scratch of out's size.
+template <simd_backend Backend = default_backend, executor Exec = serial, class Q, class PK, class PV, class K,
+          class V, class O>
+  requires mixed_storage<Q, K, V, O> && same_storage<PK, K> && same_storage<PV, V>
+void cascade_attention(strided_view<Q, 4> q, strided_view<PK, 4> prefix_k, strided_view<PV, 4> prefix_v,
+                       strided_view<K, 4> k, strided_view<V, 4> v, strided_view<O, 4> out, view3<float> lse = {},
+                       const softmax_options& opt = {}, const Exec& exec = {}) {
+  using detail::as_input;
+  std::vector<float> scratch;
+  const view3<float> l = detail::cascade_lse(lse, q, scratch);
+  detail::run_cascade<Backend>(detail::make_softmax_problem(as_input(q), as_input(k), as_input(v), out, l, opt),
+                               as_input(prefix_k), as_input(prefix_v), opt, exec);
+}
+template <simd_backend Backend = default_backend, executor Exec = serial, class Q, class PK, class PV, class K,
+          class V, class O>
+  requires mixed_storage<Q, K, V, O> && same_storage<PK, K> && same_storage<PV, V>
+void cascade_attention(strided_view<Q, 4> q, strided_view<PK, 4> prefix_k, strided_view<PV, 4> prefix_v,
+                       const typed_paged_kv<K, V>& suffix, strided_view<O, 4> out, view3<float> lse = {},
+                       const softmax_options& opt = {}, const Exec& exec = {}) {
+  using detail::as_input;
+  std::vector<float> scratch;
+  const view3<float> l = detail::cascade_lse(lse, q, scratch);
+  detail::run_cascade<Backend>(detail::make_paged_problem(as_input(q), suffix, out, l, opt), as_input(prefix_k),
+                               as_input(prefix_v), opt, exec);
 }
 
 }  // namespace attn
