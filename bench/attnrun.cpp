@@ -10,11 +10,12 @@
 //           [--threads N] [--repeat N]
 //   attnrun --variant neighborhood --q Q.npy --k K.npy --v V.npy --out O.npy
 //           --kernel K[,K[,K]] [--dilation D,..] [--stride S,..]
-//           [--causal-dims C,..] [--lse L.npy] [--scale F] [--threads N]
-//           [--repeat N]
+//           [--causal-dims C,..] [--lse L.npy] [--scale F]
+//           [--out-dtype float32|float16] [--threads N] [--repeat N]
 //   attnrun --variant block_sparse --q Q.npy --k K.npy --v V.npy --out O.npy
 //           --block BQ,BK|B (--layout LAYOUT.npy | --topk K) [--causal]
-//           [--lse L.npy] [--scale F] [--threads N] [--repeat N]
+//           [--lse L.npy] [--scale F] [--out-dtype float32|float16]
+//           [--threads N] [--repeat N]
 //   attnrun --variant linear --q Q.npy --k K.npy --v V.npy --out O.npy
 //           [--feature identity|elu1|relu] [--normalize] [--causal]
 //           [--decay D.npy] [--scale F] [--threads N] [--repeat N]
@@ -66,21 +67,24 @@ constexpr std::string_view usage_text =
                [--threads N] [--repeat N]
        attnrun --variant neighborhood --q Q.npy --k K.npy --v V.npy --out O.npy
                --kernel K[,K[,K]] [--dilation D,..] [--stride S,..]
-               [--causal-dims C,..] [--lse L.npy] [--scale F] [--threads N]
-               [--repeat N]
+               [--causal-dims C,..] [--lse L.npy] [--scale F]
+               [--out-dtype float32|float16] [--threads N] [--repeat N]
        attnrun --variant block_sparse --q Q.npy --k K.npy --v V.npy --out O.npy
                --block BQ,BK|B (--layout LAYOUT.npy | --topk K) [--causal]
-               [--lse L.npy] [--scale F] [--threads N] [--repeat N]
+               [--lse L.npy] [--scale F] [--out-dtype float32|float16]
+               [--threads N] [--repeat N]
        attnrun --variant linear --q Q.npy --k K.npy --v V.npy --out O.npy
                [--feature identity|elu1|relu] [--normalize] [--causal]
                [--decay D.npy] [--scale F] [--threads N] [--repeat N]
        attnrun --variant latent --q Q.npy --k CACHE.npy --out O.npy --dv DC
-               --scale F [--lse L.npy] [--causal] [--threads N] [--repeat N]
+               --scale F [--lse L.npy] [--causal] [--out-dtype float32|float16]
+               [--threads N] [--repeat N]
 
 Runs attention on .npy files (float32 '<f4' little-endian, C order; softmax
-also reads float16 '<f2' q, k and v, each stored as its file is; neighborhood,
-block_sparse with --layout and latent read '<f2' too, stored as fp16 when
-every input is, else widened; the computation is fp32 in every case):
+also reads float16 '<f2' q, k and v, each stored as its file is;
+neighborhood, block_sparse and latent read '<f2' too, stored as fp16 when
+every input is, else widened; the computation is fp32 in every case, and
+every variant but linear writes out as --out-dtype asks):
   q (B, Nq, Hq, Dk), k (B, Nk, Hkv, Dk), v (B, Nk, Hkv, Dv)
   -> out (B, Nq, Hq, Dv), lse (B, Nq, Hq) natural-log log-sum-exp.
 Hq % Hkv == 0 (GQA/MQA); masks are bottom-right aligned when Nq != Nk.
@@ -94,6 +98,8 @@ of --kernel): q (B, X[, Y[, Z]], Hq, Dk), k and v (B, X[, Y[, Z]], Hkv, Dk|Dv)
   --lse F         also write the log-sum-exp of every row (not linear)
   --scale F       score scale (default 1/sqrt(Dk); linear: 1; latent: no
                   default, required)
+  --out-dtype T   float32 (default) or float16: the type out is stored and
+                  written in (lse stays float32; not linear)
   --threads N     OpenMP threads (default: all cores)
   --repeat N      time N runs after a warm-up and print one JSON line,
                   {"median_s": ..., "gflops": ...}, on stdout; GFLOP/s count
@@ -114,8 +120,6 @@ softmax:
                   only within a document (varlen packing; queries take the
                   ids of the last Nq keys, Nq <= Nk); combines with --causal
                   and --window
-  --out-dtype T   float32 (default) or float16: the type out is stored and
-                  written in (lse stays float32)
 
 neighborhood (NATTEN / GNA rule of DESIGN.md §2, one value per grid dimension):
   --kernel K,..   window size per dimension, K >= 2 and K * D <= the length
@@ -211,7 +215,7 @@ const std::map<std::string, flag_info, std::less<>>& flag_table() {
       {"--alibi", {false, "softmax"}},
       {"--bias", {true, "softmax"}},
       {"--doc", {true, "softmax"}},
-      {"--out-dtype", {true, "softmax"}},
+      {"--out-dtype", {true, "softmax,neighborhood,block_sparse,latent"}},
       {"--kernel", {true, "neighborhood"}},
       {"--dilation", {true, "neighborhood"}},
       {"--stride", {true, "neighborhood"}},
@@ -441,6 +445,11 @@ void with_shared_element(std::initializer_list<const input*> inputs, F&& f) {
       std::all_of(inputs.begin(), inputs.end(), [](const input* t) { return t->stored == attn::npy::dtype::f16; });
   with_element(all_half ? attn::npy::dtype::f16 : attn::npy::dtype::f32, f);
 }
+// f(T{}, O{}): T as above, O out's storage type (--out-dtype).
+template <class F>
+void with_shared_element(std::initializer_list<const input*> inputs, attn::npy::dtype out, F&& f) {
+  with_shared_element(inputs, [&](auto type) { with_element(out, [&](auto out_type) { f(type, out_type); }); });
+}
 
 // The input's values as T: its own floats, or its halves again in
 // `storage` (exact: they were widened from halves).
@@ -531,6 +540,7 @@ struct common_flags {
   std::optional<float> scale;
   int threads = 0;  // 0: all cores
   int repeat = 0;   // 0: no timing
+  attn::npy::dtype out_type = attn::npy::dtype::f32;  // --out-dtype
 };
 
 common_flags parse_common(const arguments& args, bool with_v = true) {
@@ -543,6 +553,12 @@ common_flags parse_common(const arguments& args, bool with_v = true) {
   if (auto s = args.get("--scale")) c.scale = parse_float("--scale", *s);
   if (auto t = args.get("--threads")) c.threads = parse_positive_int("--threads", *t);
   if (auto r = args.get("--repeat")) c.repeat = parse_positive_int("--repeat", *r);
+  if (auto t = args.get("--out-dtype")) {
+    if (*t == "float16")
+      c.out_type = attn::npy::dtype::f16;
+    else if (*t != "float32")
+      throw usage_error("--out-dtype must be float32 or float16, got '" + std::string(*t) + "'");
+  }
   if (c.lse && same_file(*c.lse, c.out))
     throw usage_error("--out and --lse name the same file '" + c.out + "'");
   return c;
@@ -637,13 +653,6 @@ int run_softmax(const arguments& args, const common_flags& c) {
     opt.sink_tokens = parse_non_negative_int("--sink-tokens", *n);
   if (auto s = args.get("--softcap")) opt.softcap = parse_positive_float("--softcap", *s);
   opt.alibi = args.has("--alibi");
-  attn::npy::dtype out_type = attn::npy::dtype::f32;
-  if (auto t = args.get("--out-dtype")) {
-    if (*t == "float16")
-      out_type = attn::npy::dtype::f16;
-    else if (*t != "float32")
-      throw usage_error("--out-dtype must be float32 or float16, got '" + std::string(*t) + "'");
-  }
 
   const input q = read_float_input("--q", c.q, 4, "(B, Nq, Hq, Dk)");
   const input k = read_float_input("--k", c.k, 4, "(B, Nk, Hkv, Dk)");
@@ -691,7 +700,7 @@ int run_softmax(const arguments& args, const common_flags& c) {
   std::optional<double> median_s;
   with_element(q.stored, [&](auto q_type) {
     with_element(k.stored, [&](auto kv_type) {
-      with_element(out_type, [&](auto out_type_tag) {
+      with_element(c.out_type, [&](auto out_type_tag) {
         using Q = decltype(q_type);
         using KV = decltype(kv_type);
         using O = decltype(out_type_tag);
@@ -799,14 +808,14 @@ int run_neighborhood(const common_flags& c, std::span<const attn::neighborhood_d
   std::vector<std::int64_t> out_shape(q.shape);
   out_shape[N - 1] = dv;
   outputs result(std::move(out_shape), c.lse.has_value(), hq >= 1 && dk >= 1 && dv >= 1);
-  const auto out_view = c_order_view<N>(result.out.data(), result.out_shape);
   const auto lse_view = c.lse ? c_order_view<N - 1>(result.lse.data(), result.lse_shape)
                               : attn::strided_view<float, N - 1>{};
   const attn::openmp exec{c.threads};
   std::optional<double> median_s;
   try {
-    with_shared_element({&q, &k, &v}, [&](auto type) {
+    with_shared_element({&q, &k, &v}, c.out_type, [&](auto type, auto out_type) {
       using T = decltype(type);
+      const auto out_view = c_order_view<N>(result.out_as<decltype(out_type)>(), result.out_shape);
       std::vector<T> q_store, k_store, v_store;
       const auto q_view = c_order_view<N>(values_as(q, q_store), q.shape);
       const auto k_view = c_order_view<N>(values_as(k, k_store), k.shape);
@@ -923,61 +932,57 @@ layout_input read_layout(const std::string& path, const block_sparse_flags& f, s
 // Block-sparse attention: an explicit layout, or MoBA gating with --topk.
 // Shapes as softmax; the library checks q, k and v.
 int run_block_sparse(const common_flags& c, const block_sparse_flags& f) {
-  // float16 with a layout only: MoBA takes float32.
-  const auto read = f.layout ? read_float_input : read_input;
-  const input q = read("--q", c.q, 4, "(B, Nq, Hq, Dk)");
-  const input k = read("--k", c.k, 4, "(B, Nk, Hkv, Dk)");
-  const input v = read("--v", c.v, 4, "(B, Nk, Hkv, Dv)");
+  const input q = read_float_input("--q", c.q, 4, "(B, Nq, Hq, Dk)");
+  const input k = read_float_input("--k", c.k, 4, "(B, Nk, Hkv, Dk)");
+  const input v = read_float_input("--v", c.v, 4, "(B, Nk, Hkv, Dv)");
   const std::int64_t batch = q.shape[0], nq = q.shape[1], hq = q.shape[2], dk = q.shape[3];
   const std::int64_t nk = k.shape[1], dv = v.shape[3];
 
-  layout_input layout;
+  layout_input layout{{0, 0, 0}, {}};  // empty with --topk (MoBA)
   if (f.layout) layout = read_layout(*f.layout, f, hq, nq, nk);
 
   outputs result({batch, nq, hq, dv}, c.lse.has_value(), hq >= 1 && dk >= 1 && dv >= 1);
-  const attn::view4<float> out_view = attn::bshd(result.out.data(), batch, nq, hq, dv);
   const attn::view3<float> lse_view =
       c.lse ? attn::bsh(result.lse.data(), batch, nq, hq) : attn::view3<float>{};
 
   const attn::openmp exec{c.threads};
   std::optional<double> median_s;
   double flops = 0;
-  if (f.layout) {
-    // The view needs a non-null pointer even for an empty layout (Nq = 0).
-    static const std::uint8_t no_blocks = 0;
-    const auto layout_view =
-        c_order_view<3>(layout.blocks.empty() ? &no_blocks : layout.blocks.data(),
-                        std::span<const std::int64_t>(layout.shape));
-    const attn::block_sparse_options opt{f.block_q, f.block_k, f.causal, c.scale};
-    with_shared_element({&q, &k, &v}, [&](auto type) {
-      using T = decltype(type);
-      std::vector<T> q_store, k_store, v_store;
-      const auto q_view = c_order_view<4>(values_as(q, q_store), q.shape);
-      const auto k_view = c_order_view<4>(values_as(k, k_store), k.shape);
-      const auto v_view = c_order_view<4>(values_as(v, v_store), v.shape);
+  // The view needs a non-null pointer even for an empty layout (Nq = 0).
+  static const std::uint8_t no_blocks = 0;
+  const auto layout_view = c_order_view<3>(layout.blocks.empty() ? &no_blocks : layout.blocks.data(),
+                                           std::span<const std::int64_t>(layout.shape));
+  const attn::block_sparse_options layout_opt{f.block_q, f.block_k, f.causal, c.scale};
+  const attn::moba_options moba_opt{f.block_k, f.topk, c.scale};
+  with_shared_element({&q, &k, &v}, c.out_type, [&](auto type, auto out_type) {
+    using T = decltype(type);
+    const auto out_view = attn::bshd(result.out_as<decltype(out_type)>(), batch, nq, hq, dv);
+    std::vector<T> q_store, k_store, v_store;
+    const auto q_view = c_order_view<4>(values_as(q, q_store), q.shape);
+    const auto k_view = c_order_view<4>(values_as(k, k_store), k.shape);
+    const auto v_view = c_order_view<4>(values_as(v, v_store), v.shape);
+    if (f.layout) {
       median_s = run_and_time(
           [&] {
             attn::block_sparse_attention<attn::default_backend>(q_view, k_view, v_view, out_view, lse_view,
-                                                                attn::block_layout::dense(layout_view), opt, exec);
+                                                                attn::block_layout::dense(layout_view), layout_opt,
+                                                                exec);
           },
           c.repeat);
-    });
-    if (median_s) flops = attn::bench::attention_flops(batch, layout_view, nq, nk, hq, dk, dv, opt);
-  } else {
-    const attn::moba_options opt{f.block_k, f.topk, c.scale};
-    median_s = run_and_time(
-        [&] {
-          attn::moba_attention<attn::default_backend>(view_of(q), view_of(k), view_of(v), out_view,
-                                                      lse_view, opt, exec);
-        },
-        c.repeat);
-    // The pairs come from the gate run once more: it is deterministic, so
-    // this is the selection the timed runs attended to.
-    if (median_s)
-      flops = attn::bench::attention_flops(
-          attn::moba_gate<attn::default_backend>(view_of(q), view_of(k), opt, exec), nk, dk, dv,
-          opt);
-  }
+      if (median_s) flops = attn::bench::attention_flops(batch, layout_view, nq, nk, hq, dk, dv, layout_opt);
+    } else {
+      median_s = run_and_time(
+          [&] {
+            attn::moba_attention<attn::default_backend>(q_view, k_view, v_view, out_view, lse_view, moba_opt, exec);
+          },
+          c.repeat);
+      // The pairs come from the gate run once more: it is deterministic, so
+      // this is the selection the timed runs attended to.
+      if (median_s)
+        flops = attn::bench::attention_flops(attn::moba_gate<attn::default_backend>(q_view, k_view, moba_opt, exec),
+                                             nk, dk, dv, moba_opt);
+    }
+  });
   result.write(c);
   if (median_s) print_timing(*median_s, flops);
   return 0;
@@ -1123,14 +1128,14 @@ int run_latent(const common_flags& c, const latent_flags& f) {
   opt.causal = f.causal;
 
   outputs result({batch, nq, heads, f.dc}, c.lse.has_value(), heads >= 1 && width >= 1);
-  const attn::view4<float> out_view = attn::bshd(result.out.data(), batch, nq, heads, f.dc);
   const attn::view3<float> lse_view =
       c.lse ? attn::bsh(result.lse.data(), batch, nq, heads) : attn::view3<float>{};
 
   const attn::openmp exec{c.threads};
   std::optional<double> median_s;
-  with_shared_element({&q, &cache}, [&](auto type) {
+  with_shared_element({&q, &cache}, c.out_type, [&](auto type, auto out_type) {
     using T = decltype(type);
+    const auto out_view = attn::bshd(result.out_as<decltype(out_type)>(), batch, nq, heads, f.dc);
     std::vector<T> q_store, cache_store;
     const auto q_view = c_order_view<4>(values_as(q, q_store), q.shape);
     const auto cache_view = c_order_view<4>(values_as(cache, cache_store), cache.shape);

@@ -531,6 +531,27 @@ class AttnrunTest : public temp_dir_test {
     npy::write_f32(path("v.npy"), p.v_shape(), p.v);
   }
 
+  // Runs `args` (which write out.npy and lse.npy) with a float32 out, then
+  // with --out-dtype float16: the second writes halves, each the first's
+  // value rounded once to the nearest half, and the same lse.
+  void expect_half_out(std::vector<std::string> args) const {
+    run_result r = run(args);
+    ASSERT_EQ(r.code, 0) << r.err;
+    const npy::array out = npy::read(path("out.npy"));
+    ASSERT_EQ(out.stored, npy::dtype::f32);
+    const std::string lse = read_bytes(path("lse.npy"));
+    args.insert(args.end(), {"--out-dtype", "float16"});
+    r = run(args);
+    ASSERT_EQ(r.code, 0) << r.err;
+    const npy::array half = npy::read(path("out.npy"));
+    EXPECT_EQ(half.stored, npy::dtype::f16);
+    ASSERT_EQ(half.shape, out.shape);
+    EXPECT_EQ(read_bytes(path("lse.npy")), lse) << "lse stays float32";
+    const std::vector<float> want = out.floats(), got = half.floats();
+    for (std::size_t i = 0; i < want.size(); ++i)
+      ASSERT_EQ(got[i], attn::to_float(attn::from_float<attn::float16>(want[i]))) << "out element " << i;
+  }
+
   // --variant softmax with q/k/v/out/lse in the test directory, then `extra`.
   std::vector<std::string> softmax_args(const std::vector<std::string>& extra = {}) const {
     std::vector<std::string> args = {"--variant", "softmax",
@@ -828,11 +849,11 @@ TEST_F(AttnrunBadInput, OutDtypeIsFloat32OrFloat16) {
 }
 
 TEST_F(AttnrunBadInput, HalfInputsOnlyWhereTheVariantStoresThem) {
-  // MoBA (--topk) takes float32 only.
+  // Linear attention takes float32 only.
   write_bytes(path("q.npy"), npy_bytes(f4_dict("(1, 4, 2, 8)", "<f2"), std::string(2 * 64, '\0')));
-  std::vector<std::string> args = softmax_args({"--block", "2,2", "--topk", "1"});
-  args[1] = "block_sparse";
-  expect_failure_mentioning(args, {"--q", "dtype '<f2'"}, exit_failure);
+  expect_failure_mentioning({"--variant", "linear", "--q", path("q.npy").string(), "--k", path("k.npy").string(),
+                             "--v", path("v.npy").string(), "--out", path("out.npy").string()},
+                            {"--q", "dtype '<f2'"}, exit_failure);
 }
 
 TEST_F(AttnrunBadInput, WrongRank) {
@@ -1255,6 +1276,11 @@ TEST_F(AttnrunNeighborhood, Float16InputsMatchTheOracle) {
   expect_matches_oracle<2>(p, {"--kernel", "3,5"}, {neighborhood_dim{3}, neighborhood_dim{5}});
 }
 
+TEST_F(AttnrunNeighborhood, OutDtypeFloat16WritesHalves) {
+  write_problem(grid_problem(2, {9, 11}, 4, 2, 8, 8, 25));
+  expect_half_out(neighborhood_args({"--kernel", "3,5", "--causal-dims", "0,1"}));
+}
+
 TEST_F(AttnrunNeighborhood, Rank2MatchesTheOracle) {
   const grid_problem p(2, {9, 11}, 2, 2, 8, 8, 22);
   write_problem(p);
@@ -1640,6 +1666,23 @@ TEST_F(AttnrunBlockSparse, Float16InputsWithALayoutMatchTheOracle) {
   layout_blocks l(4, p.nq, p.nk, 3, 5, 45);
   write_layout(path("layout.npy"), l);
   expect_matches(p, {"--block", "3,5", "--layout", layout_path(), "--causal"}, layout_oracle(p, l, true));
+}
+
+TEST_F(AttnrunBlockSparse, Float16InputsWithMobaMatchTheOracleOfItsGate) {
+  problem p(2, 40, 64, 4, 2, 8, 6, 53);
+  write_half(path("q.npy"), p.q_shape(), p.q);  // p now holds the halves' values
+  write_half(path("k.npy"), p.k_shape(), p.k);
+  write_half(path("v.npy"), p.v_shape(), p.v);
+  expect_matches(p, {"--block", "8", "--topk", "3"}, moba_oracle(p, gate_of(p, 8, 3), 8));
+}
+
+TEST_F(AttnrunBlockSparse, OutDtypeFloat16WritesHalves) {
+  const problem p(1, 13, 22, 4, 2, 8, 8, 46);
+  write_problem(p);
+  const layout_blocks l(4, p.nq, p.nk, 3, 5, 47);
+  write_layout(path("layout.npy"), l);
+  expect_half_out(block_sparse_args({"--block", "3,5", "--layout", layout_path(), "--causal"}));
+  expect_half_out(block_sparse_args({"--block", "4", "--topk", "2"}));
 }
 
 TEST_F(AttnrunBlockSparse, SharedLayoutWithMoreQueriesThanKeysMatchesTheOracle) {
@@ -2339,7 +2382,7 @@ TEST_F(AttnrunLinearBadInput, FlagsOfOtherVariantsAreRefused) {
       {"--kernel", "7"},     {"--dilation", "2"},    {"--stride", "1"},    {"--causal-dims", "0"},
       {"--window", "3,3"},   {"--sink-tokens", "2"}, {"--sinks", "s.npy"}, {"--softcap", "2"},
       {"--alibi"},           {"--bias", "b.npy"},    {"--doc", "d.npy"},   {"--block", "4"},
-      {"--layout", "l.npy"}, {"--topk", "2"},        {"--dv", "4"}};
+      {"--layout", "l.npy"}, {"--topk", "2"},        {"--dv", "4"},        {"--out-dtype", "float16"}};
   for (const auto& flag : others) {
     const std::string message = flag[0] + " does not apply to --variant linear";
     expect_failure(linear_args(flag), message, exit_usage);
@@ -2510,6 +2553,11 @@ TEST_F(AttnrunLatent, CausalWithMoreQueriesThanKeysHasEmptyRows) {
   for (std::size_t row = 0; row < 2 * 16; ++row)
     EXPECT_EQ(lse[row], -std::numeric_limits<float>::infinity()) << "lse row " << row;
   EXPECT_EQ(want.keys[2 * 16], 1);
+}
+
+TEST_F(AttnrunLatent, OutDtypeFloat16WritesHalves) {
+  write_latent(latent_problem(1, 2, 12, 4, 24, 16, 151));
+  expect_half_out(latent_args(16, "0.2", {"--causal"}));
 }
 
 TEST_F(AttnrunLatent, EveryChannelAsValueAndOneHead) {
