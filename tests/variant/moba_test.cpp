@@ -275,15 +275,20 @@ TYPED_TEST(MobaTest, DecodeAgainstALongCache) {
   }
 }
 
+// Inner stride != 1 (packed K and V), BHSD q, padding everywhere.
+layouts strided_layouts() {
+  layouts mem;
+  mem.q = ref::padded_bhsd;
+  mem.k = ref::bsdh_memory;
+  mem.v = ref::bsdh_memory;
+  mem.out = ref::padded_bshd;
+  mem.lse = ref::padded_bsh;
+  return mem;
+}
+
 TYPED_TEST(MobaTest, GqaAndStridedViews) {
-  // Inner stride != 1 (packed K and V), BHSD, padding everywhere; Dv != Dk
-  // and not a multiple of the vector width; MQA.
-  layouts strided;
-  strided.q = ref::padded_bhsd;
-  strided.k = ref::bsdh_memory;
-  strided.v = ref::bsdh_memory;
-  strided.out = ref::padded_bshd;
-  strided.lse = ref::padded_bsh;
+  // Strided layouts; Dv != Dk and not a multiple of the vector width; MQA.
+  const layouts strided = strided_layouts();
   check_moba<TypeParam>({2, 200, 200, 6, 2, 24, 20, 30, 3}, strided);
   check_moba<TypeParam>({1, 333, 333, 4, 1, 32, 48, 50, 3}, strided, attn::openmp{2});
   layouts bhsd;
@@ -419,15 +424,6 @@ const std::vector<moba_case> stored_cases = {
     {2, 61, 211, 4, 2, 24, 40, 32, 3},
     {1, 50, 97, 4, 2, 16, 16, 32, 10},
 };
-layouts strided_q_and_k() {
-  layouts mem;
-  mem.q = ref::padded_bhsd;
-  mem.k = ref::bsdh_memory;
-  mem.v = ref::bsdh_memory;
-  mem.out = ref::padded_bshd;
-  mem.lse = ref::padded_bsh;
-  return mem;
-}
 
 // The gate widens q and k exactly: over Q and K it selects what the fp32
 // gate selects over the rounded values (the same fp32 sums), and that is
@@ -475,7 +471,7 @@ void expect_stored(const moba_case& s, const layouts& mem, const Exec& exec) {
 TYPED_TEST(MobaTest, GateWidens16BitQueriesAndKeysExactly) {
   using attn::bfloat16, attn::float16;
   for (const moba_case& s : stored_cases)
-    for (const layouts& mem : {layouts{}, strided_q_and_k()}) {
+    for (const layouts& mem : {layouts{}, strided_layouts()}) {
       expect_gate_widens<TypeParam, float16, float16>(s, mem, attn::serial{});
       expect_gate_widens<TypeParam, bfloat16, bfloat16>(s, mem, attn::serial{});
       expect_gate_widens<TypeParam, float16, float16>(s, mem, attn::openmp{2});
@@ -488,7 +484,7 @@ template <class Backend, class Exec>
 void expect_stored_combinations(const Exec& exec) {
   using attn::bfloat16, attn::float16;
   for (const moba_case& s : stored_cases)
-    for (const layouts& mem : {layouts{}, strided_q_and_k()}) {
+    for (const layouts& mem : {layouts{}, strided_layouts()}) {
       expect_stored<Backend, float16, float16, float16, float16>(s, mem, exec);
       expect_stored<Backend, bfloat16, bfloat16, bfloat16, bfloat16>(s, mem, exec);
       expect_stored<Backend, float, float16, float16, bfloat16>(s, mem, exec);
