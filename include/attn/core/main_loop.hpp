@@ -69,6 +69,20 @@ inline constexpr index_t min_page_tile = 16;
 // short rows a page apart (Zen 4, Nk = 32768, 1 thread: 7.5 -> 11 GB/s).
 inline constexpr index_t joint_walk_keys = 8;
 
+// Whether K or V rows are copied into a tile buffer rather than read in
+// place: strided rows, V rows not a whole number of vectors, or 16-bit
+// rows for the broadcast (prefill) kernels, which widen element by element
+// (decode's by-rows kernels widen a vector at a time, in place).
+template <class P>
+bool packs_keys(const P& p, bool by_rows) {
+  return p.k.stride[3] != 1 || (!by_rows && !std::is_same_v<typename P::k_type, float>);
+}
+template <class B, class P>
+bool packs_values(const P& p, bool by_rows) {
+  return p.v.stride[3] != 1 || p.dv() % static_cast<index_t>(B::width) != 0 ||
+         (!by_rows && !std::is_same_v<typename P::v_type, float>);
+}
+
 // How the problem is cut into work items.
 template <class B>
 struct work_split {
@@ -232,8 +246,8 @@ struct workspace {
         dk(p.dk()), dv(p.dv()), dvp(round_up(dv, W)), tile_keys(keys_per_tile),
         by_rows(rows < W && dk % W == 0 && W > 1),
         joint(by_rows && share && !gather && t.kv_heads > 1),
-        pack_k(gather || p.k.stride[3] != 1 || (!by_rows && !std::is_same_v<typename P::k_type, float>)),
-        pack_v(gather || p.v.stride[3] != 1 || dv % W != 0 || (!by_rows && !std::is_same_v<typename P::v_type, float>)) {
+        pack_k(gather || packs_keys(p, by_rows)),
+        pack_v(gather || packs_values<B>(p, by_rows)) {
     ldq = joint ? round_up(t.kv_heads * rows, W) : rows <= W ? W : round_up(rows, B::score_query_vecs * W);
     query_size = padded(by_rows ? rows * dk : dk * ldq);
     state_stride = joint ? rows : 3 * padded(ldq);

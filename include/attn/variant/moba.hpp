@@ -10,7 +10,6 @@
 #include <optional>
 #include <span>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include "attn/backend/registry.hpp"
@@ -297,9 +296,7 @@ void attend_moba_span(const P& p, const moba_selection& sel, const moba_blocks& 
   const index_t rows = (i1 - i0) * group;
   const index_t chunk_rows = B::query_tile_rows, tile_keys = B::kv_tile;
   const index_t ldq_max = packed_columns<B>(chunk_rows);
-  const bool pack_k = p.k.stride[3] != 1 || !std::is_same_v<typename P::k_type, float>;
-  const bool pack_v =
-      p.v.stride[3] != 1 || dv % W != 0 || !std::is_same_v<typename P::v_type, float>;
+  const bool pack_k = packs_keys(p, false), pack_v = packs_values<B>(p, false);
 
   // Per-row state of the item: (rows) m and l, (rows, Dvp) O.
   thread_local std::vector<float> m, l, o, lse;
