@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <new>
 #include <random>
 #include <string>
@@ -69,6 +70,24 @@ inline void set_flops(benchmark::State& state, double flops) {
 }
 inline void set_bytes(benchmark::State& state, double bytes) {
   state.counters["GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// The thread counts a benchmark runs at: 1 and 2 (the 2-core machine of
+// BENCHMARKS.md), or the comma-separated list in ATTN_BENCH_THREADS, e.g.
+// ATTN_BENCH_THREADS=1,2,4,8,16 for a scaling run on a bigger machine.
+inline std::vector<int> thread_counts() {
+  std::vector<int> counts;
+  if (const char* list = std::getenv("ATTN_BENCH_THREADS")) {
+    for (const char* p = list; *p != '\0';) {
+      char* end = nullptr;
+      const long n = std::strtol(p, &end, 10);
+      if (end == p) break;
+      if (n > 0) counts.push_back(static_cast<int>(n));
+      p = *end == ',' ? end + 1 : end;
+    }
+  }
+  if (counts.empty()) counts = {1, 2};
+  return counts;
 }
 
 // Calls f.template operator()<Backend>(name) for every SIMD backend of this

@@ -94,12 +94,12 @@ void precision_prefill(benchmark::State& state) {
 
 void decode_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"Nkv", "threads"});
-  for (int threads : {1, 2}) b->Args({32768, threads});
+  for (int threads : attn::bench::thread_counts()) b->Args({32768, threads});
   b->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 void prefill_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"N", "threads"});
-  for (int threads : {1, 2}) b->Args({4096, threads});
+  for (int threads : attn::bench::thread_counts()) b->Args({4096, threads});
   b->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 

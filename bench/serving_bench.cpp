@@ -8,6 +8,8 @@
 // sequence's len_b rows), so the contiguous and paged rows compare directly
 // with each other and with the read roofline over the same bytes, beside the
 // naive Eigen attention a user would write per sequence and kv head.
+// serving_decode_pool: the contiguous case run by attn::thread_pool instead
+// of OpenMP. Thread counts: 1 and 2, or ATTN_BENCH_THREADS (bench_util.hpp).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -141,15 +143,15 @@ struct paged_pool {
   }
 };
 
-// Args: B, Nkv, threads.
-template <class Backend>
+// Args: B, Nkv, threads. Executor: OpenMP, or attn::thread_pool.
+template <class Backend, class Executor = attn::openmp>
 void serving_decode(benchmark::State& state) {
   serving_problem p(state.range(0), state.range(1));
   const contiguous_cache c(p);
   const auto k = attn::bshd<const float>(c.k.data(), p.batch, p.nkv, kv_heads, dim);
   const auto v = attn::bshd<const float>(c.v.data(), p.batch, p.nkv, kv_heads, dim);
   const attn::softmax_options opt = p.options();
-  const attn::openmp exec{static_cast<int>(state.range(2))};
+  const Executor exec(static_cast<int>(state.range(2)));
   for (auto _ : state) {
     attn::attention<Backend>(p.qv(), k, v, p.outv(), p.lsev(), opt, exec);
     benchmark::DoNotOptimize(p.out.data());
@@ -237,7 +239,7 @@ void serving_read_roofline(benchmark::State& state) {
 // 131072 keys, K and V) would take 8.6 GB, more than CI-sized machines hold.
 void serving_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"B", "Nkv", "threads"});
-  for (int threads : {1, 2})
+  for (int threads : attn::bench::thread_counts())
     for (int batch : {1, 8})
       for (int nkv : {4096, 32768, 131072})
         if (batch == 1 || nkv <= 32768) b->Args({batch, nkv, threads});
@@ -251,6 +253,9 @@ const bool registered =
           ->Apply(serving_args);
       benchmark::RegisterBenchmark(("serving_decode_paged<" + name + ">").c_str(),
                                    serving_decode_paged<Backend>)
+          ->Apply(serving_args);
+      benchmark::RegisterBenchmark(("serving_decode_pool<" + name + ">").c_str(),
+                                   serving_decode<Backend, attn::thread_pool>)
           ->Apply(serving_args);
     });
 BENCHMARK(serving_naive_eigen)->Apply(serving_args);

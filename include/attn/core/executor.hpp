@@ -98,6 +98,11 @@ parallel_for_executor(std::size_t, Run) -> parallel_for_executor<Run>;
 //  - If a body throws, the remaining indices are skipped and the first
 //    exception is rethrown by parallel_for on the calling thread; the pool
 //    stays usable.
+//  - The workers inherit the CPU affinity of the thread that constructs the
+//    pool. Under OMP_PROC_BIND an OpenMP region pins its master thread to one
+//    core, and a pool constructed on that thread afterwards runs every worker
+//    on that core (serving decode on 16 cores: no speedup at all; README,
+//    "Serving decode"): construct it first, or on an unbound thread.
 class thread_pool {
  public:
   // threads == 0 means std::thread::hardware_concurrency() (at least 1).
