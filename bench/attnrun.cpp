@@ -938,8 +938,9 @@ int run_block_sparse(const common_flags& c, const block_sparse_flags& f) {
   const std::int64_t batch = q.shape[0], nq = q.shape[1], hq = q.shape[2], dk = q.shape[3];
   const std::int64_t nk = k.shape[1], dv = v.shape[3];
 
-  layout_input layout{{0, 0, 0}, {}};  // empty with --topk (MoBA)
-  if (f.layout) layout = read_layout(*f.layout, f, hq, nq, nk);
+  // --layout, read and checked before anything runs; none with --topk (MoBA).
+  const std::optional<layout_input> layout =
+      f.layout ? std::optional(read_layout(*f.layout, f, hq, nq, nk)) : std::nullopt;
 
   outputs result({batch, nq, hq, dv}, c.lse.has_value(), hq >= 1 && dk >= 1 && dv >= 1);
   const attn::view3<float> lse_view =
@@ -948,10 +949,6 @@ int run_block_sparse(const common_flags& c, const block_sparse_flags& f) {
   const attn::openmp exec{c.threads};
   std::optional<double> median_s;
   double flops = 0;
-  // The view needs a non-null pointer even for an empty layout (Nq = 0).
-  static const std::uint8_t no_blocks = 0;
-  const auto layout_view = c_order_view<3>(layout.blocks.empty() ? &no_blocks : layout.blocks.data(),
-                                           std::span<const std::int64_t>(layout.shape));
   const attn::block_sparse_options layout_opt{f.block_q, f.block_k, f.causal, c.scale};
   const attn::moba_options moba_opt{f.block_k, f.topk, c.scale};
   with_shared_element({&q, &k, &v}, c.out_type, [&](auto type, auto out_type) {
@@ -961,7 +958,11 @@ int run_block_sparse(const common_flags& c, const block_sparse_flags& f) {
     const auto q_view = c_order_view<4>(values_as(q, q_store), q.shape);
     const auto k_view = c_order_view<4>(values_as(k, k_store), k.shape);
     const auto v_view = c_order_view<4>(values_as(v, v_store), v.shape);
-    if (f.layout) {
+    if (layout) {
+      // The view needs a non-null pointer even for an empty layout (Nq = 0).
+      static const std::uint8_t no_blocks = 0;
+      const auto layout_view = c_order_view<3>(layout->blocks.empty() ? &no_blocks : layout->blocks.data(),
+                                               std::span<const std::int64_t>(layout->shape));
       median_s = run_and_time(
           [&] {
             attn::block_sparse_attention<attn::default_backend>(q_view, k_view, v_view, out_view, lse_view,

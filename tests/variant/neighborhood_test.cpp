@@ -255,8 +255,12 @@ void expect_sound_layout(const std::array<index_t, R>& length, const std::array<
         if (layout.query_token(i) < 0) continue;  // padding rows are computed and discarded
         for (index_t j = j0; j < j1; ++j) {
           const bool ok = layout.allowed(0, 0, i, j);
-          if (kind == attn::tile_kind::full) ASSERT_TRUE(ok) << i << ", " << j;
-          if (kind == attn::tile_kind::empty) ASSERT_FALSE(ok) << i << ", " << j;
+          if (kind == attn::tile_kind::full) {
+            ASSERT_TRUE(ok) << i << ", " << j;
+          }
+          if (kind == attn::tile_kind::empty) {
+            ASSERT_FALSE(ok) << i << ", " << j;
+          }
           for (index_t h = 0; h < heads; ++h)
             ASSERT_EQ(std::isfinite(st[static_cast<std::size_t>((j - j0) * ldq + (i - qb.i_begin) * heads + h)]), ok)
                 << "remove_pairs " << i << ", " << j;
