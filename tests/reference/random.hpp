@@ -170,4 +170,21 @@ inline void inject_nan_row(view4<float> t, index_t b, index_t s, index_t h) {
   for (index_t d = 0; d < t.extent[3]; ++d) inject_nan(t, b, s, h, d);
 }
 
+// Varlen (packed) batches keep every sequence's tokens in one (1, T, H, D)
+// tensor. packed(x): its (T, H, D) view, as varlen_attention takes it.
+// token_rows(x, r0, n): tokens [r0, r0 + n) as a one-sequence (1, n, ...)
+// view, the oracle's input for that sequence.
+template <class T>
+view3<T> packed(const view4<T>& x) {
+  return {x.data, {x.extent[1], x.extent[2], x.extent[3]}, {x.stride[1], x.stride[2], x.stride[3]}};
+}
+template <class T>
+view4<T> token_rows(const view4<T>& x, index_t r0, index_t n) {
+  return {x.data + r0 * x.stride[1], {1, n, x.extent[2], x.extent[3]}, x.stride};
+}
+template <class T>
+view3<T> token_rows(const view3<T>& x, index_t r0, index_t n) {
+  return {x.data + r0 * x.stride[1], {1, n, x.extent[2]}, x.stride};
+}
+
 }  // namespace attn::ref

@@ -411,16 +411,6 @@ TYPED_TEST(PrecisionTest, NanReachesOnlyRowsThatAttendIt) {
   expect_oracle<typename TypeParam::backend, typename TypeParam::storage>(c);
 }
 
-// Rows [r0, r0 + n) of a (1, T, H, D) tensor, or the (T, H, D) view of it.
-template <class T>
-attn::view4<T> row_range(const attn::view4<T>& x, index_t r0, index_t n) {
-  return {x.data + r0 * x.stride[1], {1, n, x.extent[2], x.extent[3]}, x.stride};
-}
-template <class T>
-attn::view3<T> packed(const attn::view4<T>& x) {
-  return {x.data, {x.extent[1], x.extent[2], x.extent[3]}, {x.stride[1], x.stride[2], x.stride[3]}};
-}
-
 // Varlen (packed) sequences in 16 bits, over packed K/V and over a paged
 // cache (one page per sequence, in reverse order): each sequence against the
 // oracle on its rounded rows. Empty sequences, more queries than keys
@@ -451,8 +441,9 @@ TYPED_TEST(PrecisionTest, VarlenPackedSequences) {
       std::vector<typename S::k> kp;
       std::vector<typename S::v> vp;
       if (!paged) {
-        attn::varlen_attention<B>(packed(q16.cview()), packed(k16.cview()), packed(v16.cview()), packed(out16.view),
-                                  lse2, cu_q, cu_k, opt, attn::openmp{2});
+        attn::varlen_attention<B>(ref::packed(q16.cview()), ref::packed(k16.cview()),
+                                  ref::packed(v16.cview()), ref::packed(out16.view), lse2, cu_q, cu_k,
+                                  opt, attn::openmp{2});
       } else {
         // Sequence s is pool page sequences - 1 - s, its keys at the page's start.
         kp.assign(static_cast<std::size_t>(sequences * longest * hkv * dk), attn::from_float<typename S::k>(0.0f));
@@ -474,18 +465,18 @@ TYPED_TEST(PrecisionTest, VarlenPackedSequences) {
             attn::bshd<const typename S::v>(vp.data(), sequences, longest, hkv, dv),
             {table.data(), {sequences, 1}, {1, 1}}};
         opt.kv_lengths = lengths;
-        attn::varlen_attention<B>(packed(q16.cview()), cache, packed(out16.view), lse2, cu_q, opt, attn::openmp{2});
+        attn::varlen_attention<B>(ref::packed(q16.cview()), cache, ref::packed(out16.view), lse2, cu_q,
+                                  opt, attn::openmp{2});
         opt.kv_lengths = {};
       }
       out16.widen_into(out);
       for (index_t s = 0; s < sequences; ++s) {
         const index_t q0 = cu_q[s], nq = cu_q[s + 1] - q0, k0 = cu_k[s], nk = cu_k[s + 1] - k0;
-        const ref::softmax_result want = ref::softmax_attention(row_range(q.cview(), q0, nq),
-                                                                row_range(k.cview(), k0, nk),
-                                                                row_range(v.cview(), k0, nk), opt);
-        const attn::view3<const float> lse_rows{lse.view.data + q0 * lse.view.stride[1], {1, nq, hq},
-                                                lse.view.stride};
-        EXPECT_TRUE(ref::within_contract(row_range<const float>(out.view, q0, nq), lse_rows, want, S::contract()))
+        const ref::softmax_result want = ref::softmax_attention(ref::token_rows(q.cview(), q0, nq),
+                                                                ref::token_rows(k.cview(), k0, nk),
+                                                                ref::token_rows(v.cview(), k0, nk), opt);
+        EXPECT_TRUE(ref::within_contract(ref::token_rows<const float>(out.view, q0, nq),
+                                         ref::token_rows<const float>(lse.view, q0, nq), want, S::contract()))
             << "sequence " << s;
       }
       EXPECT_TRUE(out.padding_holds(attn::to_float(attn::from_float<typename S::out>(sentinel))));

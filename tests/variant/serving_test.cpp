@@ -56,16 +56,6 @@ template <class T>
 attn::view3<T> sequence(const attn::view3<T>& x, index_t b) {
   return {x.data + b * x.stride[0], {1, x.extent[1], x.extent[2]}, x.stride};
 }
-// Rows [r0, r0 + n) of a packed (1, T, H, D) view as one sequence.
-template <class T>
-attn::view4<T> rows(const attn::view4<T>& x, index_t r0, index_t n) {
-  return {x.data + r0 * x.stride[1], {1, n, x.extent[2], x.extent[3]}, x.stride};
-}
-template <class T>
-attn::view3<T> rows(const attn::view3<T>& x, index_t r0, index_t n) {
-  return {x.data + r0 * x.stride[1], {1, n, x.extent[2]}, x.stride};
-}
-
 // The oracle's options for one sequence: the serving fields cleared.
 attn::softmax_options per_sequence(attn::softmax_options opt) {
   opt.kv_lengths = {};
@@ -222,20 +212,17 @@ TYPED_TEST(Serving, VarlenMatchesTheOraclePerSequence) {
     const ref::tensor4 v = ref::random<4>(g, {1, tk, hkv, dv}, ref::bshd_memory);
     ref::tensor4 out = ref::filled<4>({1, tq, hq, dv}, ref::bshd_memory, sentinel);
     ref::tensor3 lse = ref::filled<3>({1, tq, hq}, ref::bsh_memory, sentinel);
-    auto packed = [](const auto& x) {
-      return attn::view3<std::remove_pointer_t<decltype(x.data)>>{
-          x.data, {x.extent[1], x.extent[2], x.extent[3]}, {x.stride[1], x.stride[2], x.stride[3]}};
-    };
     const attn::strided_view<float, 2> lse2{lse.view.data, {tq, hq}, {lse.view.stride[1], lse.view.stride[2]}};
     attn::softmax_options opt;
     opt.causal = causal;
-    attn::varlen_attention<B>(packed(q.cview()), packed(k.cview()), packed(v.cview()), packed(out.view), lse2,
-                              cu_q, cu_k, opt, exec);
+    attn::varlen_attention<B>(ref::packed(q.cview()), ref::packed(k.cview()), ref::packed(v.cview()),
+                              ref::packed(out.view), lse2, cu_q, cu_k, opt, exec);
     for (std::size_t s = 0; s + 1 < cu_q.size(); ++s) {
       const index_t q0 = cu_q[s], nq = cu_q[s + 1] - q0, k0 = cu_k[s], nk = cu_k[s + 1] - k0;
       const ref::softmax_result want =
-          ref::softmax_attention(rows(q.cview(), q0, nq), rows(k.cview(), k0, nk), rows(v.cview(), k0, nk), opt);
-      EXPECT_TRUE(ref::within_contract(rows<const float>(out.view, q0, nq), rows<const float>(lse.view, q0, nq), want))
+          ref::softmax_attention(ref::token_rows(q.cview(), q0, nq), ref::token_rows(k.cview(), k0, nk),
+                                 ref::token_rows(v.cview(), k0, nk), opt);
+      EXPECT_TRUE(ref::within_contract(ref::token_rows<const float>(out.view, q0, nq), ref::token_rows<const float>(lse.view, q0, nq), want))
           << "sequence " << s << (causal ? " causal" : "");
     }
   }
@@ -266,9 +253,9 @@ TYPED_TEST(Serving, VarlenQueriesOverAPagedCache) {
   for (std::size_t s = 0; s + 1 < cu_q.size(); ++s) {
     const index_t q0 = cu_q[s], nq = cu_q[s + 1] - q0;
     const ref::softmax_result want = ref::softmax_attention(
-        rows(q.cview(), q0, nq), sequence(k.cview(), s, lengths[s]), sequence(v.cview(), s, lengths[s]),
+        ref::token_rows(q.cview(), q0, nq), sequence(k.cview(), s, lengths[s]), sequence(v.cview(), s, lengths[s]),
         per_sequence(opt));
-    EXPECT_TRUE(ref::within_contract(rows<const float>(out.view, q0, nq), rows<const float>(lse.view, q0, nq), want))
+    EXPECT_TRUE(ref::within_contract(ref::token_rows<const float>(out.view, q0, nq), ref::token_rows<const float>(lse.view, q0, nq), want))
         << "sequence " << s;
   }
 }
@@ -487,8 +474,9 @@ void expect_latent_varlen() {
           const index_t q0 = cu_q[s], nq = cu_q[s + 1] - q0;
           const std::vector<std::int32_t> length{lengths[s]};
           const ref::softmax_result want =
-              ref::latent_attention(rows(q.cview(), q0, nq), sequence(cache.cview(), s, capacity), dc, 0.15, length, causal);
-          EXPECT_TRUE(ref::within_contract(rows<const float>(out.view, q0, nq), rows<const float>(lse.view, q0, nq), want,
+              ref::latent_attention(ref::token_rows(q.cview(), q0, nq), sequence(cache.cview(), s, capacity),
+                                    dc, 0.15, length, causal);
+          EXPECT_TRUE(ref::within_contract(ref::token_rows<const float>(out.view, q0, nq), ref::token_rows<const float>(lse.view, q0, nq), want,
                                            ref::storage_contract<O>()))
               << "sequence " << s << (causal ? " causal" : "") << (use_pages ? " paged" : "") << " threads " << threads;
         }
