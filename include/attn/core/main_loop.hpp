@@ -358,8 +358,9 @@ row_panel<float> rows_of(const P& p, const view4<const float>& x, index_t b, ind
 
 // int8 K or V (attn::quantized): key j's row is scale_j times its int8
 // values and the kernels ran on the values, so each key's row of S^T (its
-// scores) is scaled after scoring, and of P^T (its probabilities) before
-// P V; other storage types pass through. Keys [j0, j0 + keys) of kv head g,
+// scores) is scaled after scoring (except where the dot-product kernel read
+// the int8 rows in place and scaled them itself: score_rows_dot), and of P^T
+// (its probabilities) before P V; other storage types pass through. Keys [j0, j0 + keys) of kv head g,
 // in columns [0, columns) of a (keys, ldq) tile.
 template <class P>
 void scale_key_rows(const P& p, const view3<const float>& scales, index_t b, index_t j0, index_t keys, index_t g,
@@ -397,6 +398,22 @@ void apply_v_scales(const P& p, index_t b, index_t j0, index_t keys, index_t g, 
                     index_t columns) {
   if constexpr (quantized_element<typename P::v_type>)
     scale_key_rows(p, p.v_scales, b, j0, keys, g, pt, ldq, columns, true);
+}
+
+// S^T (keys, ldq) of keys [j0, j0 + keys) of kv head g by dot products
+// (decode-shaped tiles), each key's scores scaled for int8 K: by the kernel
+// when its int8 rows are read in place (their scales then evenly strided),
+// after it when they were gathered as floats (widened unscaled).
+template <class B, class P, class T>
+void score_rows_dot(const P& p, row_panel<T> k, index_t b, index_t j0, index_t keys, index_t g, index_t dk,
+                    const float* q, index_t rows, float* st, index_t ldq) {
+  if constexpr (quantized_element<T>) {
+    score_dot_tile<B>(k.data, k.stride, keys, dk, q, rows, st, ldq, &p.kv_scale(p.k_scales, b, j0, g),
+                      p.k_scales.stride[1]);
+  } else {
+    score_dot_tile<B>(k.data, k.stride, keys, dk, q, rows, st, ldq);
+    apply_k_scales(p, b, j0, keys, g, st, ldq, rows);
+  }
 }
 
 // A mask whose key runs are short (a neighborhood's grid rows) asks for them
@@ -685,12 +702,13 @@ void attend_tile(const P& p, const Mask& mask, const Modifier& modifier,
         }
 
         with_rows<B>(p, p.k, t.b, j0, keys, g, ws.pack_k, ws.kbuf, ws.dk, [&](auto k) {
-          if (ws.by_rows)
-            score_dot_tile<B>(k.data, k.stride, keys, ws.dk, ws.queries(kv), rows, sk, ldq);
-          else
+          if (ws.by_rows) {
+            score_rows_dot<B>(p, k, t.b, j0, keys, g, ws.dk, ws.queries(kv), rows, sk, ldq);
+          } else {
             score_tile<B>(k.data, k.stride, keys, ws.dk, ws.queries(kv), ldq, sk);
+            apply_k_scales(p, t.b, j0, keys, g, sk, ldq, rows);
+          }
         });
-        apply_k_scales(p, t.b, j0, keys, g, sk, ldq, rows);
         if constexpr (!std::is_same_v<Modifier, no_modifier>)
           modifier.template apply<B>(score_tile_ref{sk, ldq, j0, keys, t.b, t.i0, t.positions,
                                                     qb.h_begin, t.heads, qb.offset()});
@@ -718,9 +736,9 @@ void attend_tile(const P& p, const Mask& mask, const Modifier& modifier,
           const index_t a = std::max(c, x.j0), b = std::min(c + step, x.j0 + x.keys);
           if (a >= b) continue;
           with_rows<B>(p, p.k, t.b, a, b - a, t.g0 + x.kv, ws.pack_k, ws.kbuf, ws.dk, [&](auto k) {
-            score_dot_tile<B>(k.data, k.stride, b - a, ws.dk, ws.queries(x.kv), rows, x.st + (a - x.j0) * ldq, ldq);
+            score_rows_dot<B>(p, k, t.b, a, b - a, t.g0 + x.kv, ws.dk, ws.queries(x.kv), rows,
+                              x.st + (a - x.j0) * ldq, ldq);
           });
-          apply_k_scales(p, t.b, a, b - a, t.g0 + x.kv, x.st + (a - x.j0) * ldq, ldq, rows);
         }
       for (const visit& x : visits)
         if (x.kind == tile_kind::partial) mask_tile(mask, block_of(x.kv), t, x.j0, x.keys, x.st, ldq);

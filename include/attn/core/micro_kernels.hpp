@@ -77,11 +77,14 @@ inline void value_block(const float* pt, index_t ldp,       // pt: (keys, Rows) 
 
 // Decode-shaped tiles (a handful of query rows) waste most lanes of the
 // broadcast kernel above, so they take dot products along Dk instead:
-//   S^T[j][r] = sum over d of K[j][d] Q[r][d], vectors over d, reduced at the end.
+//   S^T[j][r] = sum over d of K[j][d] Q[r][d], vectors over d, reduced at the end,
+// times key_scale[j * scale_stride] for int8 K (attn::quantized; unused
+// otherwise), applied as the sums are stored.
 template <class B, int Rows, int Keys, class T>
 inline void score_dot_block(const T* k, index_t k_stride, index_t dk,      // k: (Keys, dk)
                             const float* q, index_t ldr,                   // q: (Rows, dk)
-                            float* st, index_t lds) {                      // st: (Keys, lds)
+                            float* st, index_t lds,                        // st: (Keys, lds)
+                            const float* key_scale = nullptr, index_t scale_stride = 0) {
   using vec = typename B::vec;
   constexpr index_t W = static_cast<index_t>(B::width);
   vec acc[Rows][Keys];
@@ -94,6 +97,13 @@ inline void score_dot_block(const T* k, index_t k_stride, index_t dk,      // k:
       const vec qv = B::load(q + r * ldr + d);
       for (int c = 0; c < Keys; ++c) acc[r][c] = B::fma(kv[c], qv, acc[r][c]);
     }
+  }
+  float scale[Keys];  // the keys' int8 scales; 1 (folded away) for other storage
+  for (int c = 0; c < Keys; ++c) {
+    if constexpr (quantized_element<T>)
+      scale[c] = key_scale[c * scale_stride];
+    else
+      scale[c] = 1.0f;
   }
   if constexpr (requires(const vec* rows) { B::reduce_add_lanes(rows); }) {
     // Reduced W accumulators at a time, lane i = c * Rows + r: S^T rows of
@@ -110,10 +120,10 @@ inline void score_dot_block(const T* k, index_t k_stride, index_t dk,      // k:
       B::store(sums + gi * W, B::reduce_add_lanes(rows));
     }
     for (int c = 0; c < Keys; ++c)
-      for (int r = 0; r < Rows; ++r) st[c * lds + r] = sums[c * Rows + r];
+      for (int r = 0; r < Rows; ++r) st[c * lds + r] = sums[c * Rows + r] * scale[c];
   } else {
     for (int r = 0; r < Rows; ++r)
-      for (int c = 0; c < Keys; ++c) st[c * lds + r] = B::reduce_add(acc[r][c]);
+      for (int c = 0; c < Keys; ++c) st[c * lds + r] = B::reduce_add(acc[r][c]) * scale[c];
   }
 }
 
@@ -251,11 +261,13 @@ inline void score_tile(const T* k, index_t k_stride, index_t keys, index_t dk,
 // Q packed by rows (rows, dk); dk is a multiple of W.
 template <class B, class T>
 inline void score_dot_tile(const T* k, index_t k_stride, index_t keys, index_t dk,
-                           const float* q, index_t rows, float* st, index_t lds) {
+                           const float* q, index_t rows, float* st, index_t lds,
+                           const float* key_scale = nullptr, index_t scale_stride = 0) {
   for_each_block<B::dot_rows>(rows, [&](index_t r, auto rows_n) {
     for_each_block<B::dot_keys>(keys, [&](index_t j, auto n) {
       score_dot_block<B, decltype(rows_n)::value, decltype(n)::value>(
-          k + j * k_stride, k_stride, dk, q + r * dk, dk, st + j * lds + r, lds);
+          k + j * k_stride, k_stride, dk, q + r * dk, dk, st + j * lds + r, lds,
+          quantized_element<T> ? key_scale + j * scale_stride : nullptr, scale_stride);
     });
   });
 }
