@@ -360,8 +360,8 @@ row_panel<float> rows_of(const P& p, const view4<const float>& x, index_t b, ind
 // values and the kernels ran on the values, so each key's row of S^T (its
 // scores) is scaled after scoring (except where the dot-product kernel read
 // the int8 rows in place and scaled them itself: score_rows_dot), and of P^T
-// (its probabilities) before P V; other storage types pass through. Keys [j0, j0 + keys) of kv head g,
-// in columns [0, columns) of a (keys, ldq) tile.
+// (its probabilities) before P V; other storage types pass through. Keys
+// [j0, j0 + keys) of kv head g, in columns [0, columns) of a (keys, ldq) tile.
 template <class P>
 void scale_key_rows(const P& p, const view3<const float>& scales, index_t b, index_t j0, index_t keys, index_t g,
                     float* st, index_t ldq, index_t columns, bool zero_stays_zero) {
