@@ -25,6 +25,7 @@ struct scalar {
   static constexpr int dot_keys = 2;         // keys per decode dot block
   static constexpr int pv_rows = 4;           // query rows per P.V block
   static constexpr int pv_col_vecs = 2;       // value vectors per P.V block
+  static constexpr int pv_few_rows_col_vecs = 2;  // the same for at most dot_rows rows
   static constexpr int query_tile_rows = 32;  // rows (positions x heads) per work item
   static constexpr int kv_tile = 64;          // keys per KV tile
 

@@ -131,6 +131,7 @@ struct xsimd_blocking {
   static constexpr int dot_keys = 2;          //   time (one transpose-add tree per block)
   static constexpr int pv_rows = 6;
   static constexpr int pv_col_vecs = 2;
+  static constexpr int pv_few_rows_col_vecs = 3;  // decode tiles: 4 x 3 accumulators + 3 loads + 1
   static constexpr int query_tile_rows = 96;
   static constexpr int kv_tile = 128;
 };
@@ -146,6 +147,7 @@ struct xsimd_blocking<Arch> {
   static constexpr int dot_keys = 4;          //   transpose-add tree per block
   static constexpr int pv_rows = 6;           // 6 x 4 accumulators
   static constexpr int pv_col_vecs = 4;
+  static constexpr int pv_few_rows_col_vecs = 6;  // 4 x 6 accumulators + 6 loads + 1
   static constexpr int query_tile_rows = 96;
   static constexpr int kv_tile = 128;
 };

@@ -274,16 +274,28 @@ inline void score_dot_tile(const T* k, index_t k_stride, index_t keys, index_t d
 
 // O (rows, ldo) += P (rows, keys) . V (keys, dv) with P read from S^T.
 // dv is a multiple of W (the caller pads V rows otherwise).
+// A decode-shaped tile (at most dot_rows rows) has registers to spare for
+// wider blocks (pv_few_rows_col_vecs), split evenly over dv: fewer
+// broadcasts of P per value vector.
 template <class B, class T>
 inline void value_tile(const float* pt, index_t ldp, index_t rows, const T* v,
                        index_t v_stride, index_t keys, index_t dv, float* o, index_t ldo) {
   constexpr index_t W = static_cast<index_t>(B::width);
-  for_each_block<B::pv_rows>(rows, [&](index_t r, auto rows_n) {
-    for_each_block<B::pv_col_vecs>(dv / W, [&](index_t cv, auto vecs) {
+  auto columns = [&](index_t r, auto rows_n) {
+    return [&, r](index_t cv, auto vecs) {
       const index_t c = cv * W;
       value_block<B, decltype(rows_n)::value, decltype(vecs)::value>(
           pt + r, ldp, v + c, v_stride, keys, o + r * ldo + c, ldo);
+    };
+  };
+  if (rows <= B::dot_rows) {
+    with_count<B::dot_rows>(static_cast<int>(rows), [&](auto rows_n) {
+      for_each_even_block<B::pv_few_rows_col_vecs>(dv / W, columns(0, rows_n));
     });
+    return;
+  }
+  for_each_block<B::pv_rows>(rows, [&](index_t r, auto rows_n) {
+    for_each_block<B::pv_col_vecs>(dv / W, columns(r, rows_n));
   });
 }
 
