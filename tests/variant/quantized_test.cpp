@@ -176,6 +176,7 @@ struct spec {
   std::optional<std::array<index_t, 2>> window{};
   index_t sink_tokens = 0;
   index_t page_size = 0;   // > 0: a paged cache of shuffled pages
+  bool varlen = false;     // paged, queries packed (varlen_attention, cu_seqlens_q)
   index_t nan_key = -1;    // key whose v scale is NaN (batch 0, kv head 0)
   bool user_mask = false;  // the mask overload (causal as a predicate, a softcap)
 };
@@ -185,7 +186,7 @@ std::string describe(const spec& c) {
   s << "B=" << c.s.b << " Nq=" << c.s.nq << " Nk=" << c.s.nk << " Hq=" << c.s.hq
     << " Hkv=" << c.s.hkv << " Dk=" << c.s.dk << " Dv=" << c.s.dv << (c.causal ? " causal" : "")
     << (c.per_token ? " per-token" : "") << (c.window ? " window" : "")
-    << (c.page_size > 0 ? " page_size=" + std::to_string(c.page_size) : "")
+    << (c.page_size > 0 ? " page_size=" + std::to_string(c.page_size) : "") << (c.varlen ? " varlen" : "")
     << (c.nan_key >= 0 ? " nan_key=" + std::to_string(c.nan_key) : "")
     << (c.user_mask ? " user mask" : "");
   return s.str();
@@ -279,7 +280,22 @@ void expect_oracle(const spec& c) {
     std::vector<std::int32_t> lengths(static_cast<std::size_t>(s.b),
                                       static_cast<std::int32_t>(s.nk));
     opt.kv_lengths = lengths;
-    attn::attention<B>(qv, cache, ov, lse.view, opt, attn::openmp{2});
+    if (c.varlen) {
+      // The batch's rows packed: (B * Nq, H, D) views of the same memory.
+      ASSERT_EQ(qv.stride[0], s.nq * qv.stride[1]);
+      ASSERT_EQ(lse.view.stride[0], s.nq * lse.view.stride[1]);
+      std::vector<std::int32_t> cu(static_cast<std::size_t>(s.b + 1));
+      for (index_t n = 0; n <= s.b; ++n) cu[static_cast<std::size_t>(n)] = static_cast<std::int32_t>(n * s.nq);
+      auto packed = [&](const auto& x) {
+        return attn::strided_view<std::remove_reference_t<decltype(*x.data)>, 3>{
+            x.data, {s.b * s.nq, x.extent[2], x.extent[3]}, {x.stride[1], x.stride[2], x.stride[3]}};
+      };
+      const attn::strided_view<float, 2> lse2{
+          lse.view.data, {s.b * s.nq, s.hq}, {lse.view.stride[1], lse.view.stride[2]}};
+      attn::varlen_attention<B>(packed(qv), cache, packed(ov), lse2, cu, opt, attn::openmp{2});
+    } else {
+      attn::attention<B>(qv, cache, ov, lse.view, opt, attn::openmp{2});
+    }
     opt.kv_lengths = {};
   }
 
@@ -335,6 +351,64 @@ TYPED_TEST(Int8Test, PagedCacheOfShuffledPages) {
   prefill.page_size = 7;  // tiles cross pages: gathered
   expect_oracle<TypeParam>(decode);
   expect_oracle<TypeParam>(prefill);
+}
+
+TYPED_TEST(Int8Test, VarlenQueriesOverAPagedCache) {
+  // Chunked prefill and decode of several sequences over one int8 pool.
+  spec decode{{3, 1, 300, 8, 2, 64, 64}}, prefill{{2, 5, 130, 4, 2, 32, 32}, true, true};
+  decode.page_size = 64;
+  prefill.page_size = 7;
+  for (spec* c : {&decode, &prefill}) {
+    c->varlen = true;
+    expect_oracle<TypeParam>(*c);
+  }
+}
+
+TYPED_TEST(Int8Test, RaggedVarlenRowsEqualEachSequenceAlone) {
+  // Sequences of 1, 4 and 0 new queries over 37, 200 and 65 cached keys in
+  // one int8 pool of shuffled pages: each packed row equals a call on its
+  // sequence alone (attention over quantized_paged_kv, oracle-tested above).
+  using B = TypeParam;
+  const index_t hq = 8, hkv = 2, d = 64, page = 16, per_seq = 13, b = 3, pages = b * per_seq;
+  const std::vector<std::int32_t> cu_q = {0, 1, 5, 5}, nk = {37, 200, 65};
+  const index_t tq = cu_q.back();
+  ref::rng g(0x5eedu);
+  ref::tensor4 kf = ref::random<4>(g, {pages, page, hkv, d}, ref::bshd_memory);
+  ref::tensor4 vf = ref::random<4>(g, {pages, page, hkv, d}, ref::bshd_memory);
+  ref::tensor4 q = ref::random<4>(g, {1, tq, hq, d}, ref::bshd_memory);
+  const int8_tensor k8(kf, false, ref::bsh_memory), v8(vf, false, ref::bsh_memory);
+  std::vector<std::int32_t> table(static_cast<std::size_t>(pages));
+  for (index_t n = 0; n < pages; ++n) table[static_cast<std::size_t>(n)] = static_cast<std::int32_t>(pages - 1 - n);
+  auto cache_of = [&](index_t first, index_t sequences) {
+    return attn::quantized_paged_kv{k8.value_view, k8.scales.cview(), v8.value_view, v8.scales.cview(),
+                                    {table.data() + first * per_seq, {sequences, per_seq}, {per_seq, 1}}};
+  };
+  const attn::view3<const float> q3{q.view.data, {tq, hq, d}, {hq * d, d, 1}};
+  std::vector<float> out(static_cast<std::size_t>(tq * hq * d), sentinel), lse(static_cast<std::size_t>(tq * hq));
+  attn::softmax_options opt;
+  opt.causal = true;
+  opt.kv_lengths = nk;
+  attn::varlen_attention<B>(q3, cache_of(0, b), attn::view3<float>{out.data(), {tq, hq, d}, {hq * d, d, 1}},
+                            attn::strided_view<float, 2>{lse.data(), {tq, hq}, {hq, 1}}, cu_q, opt, attn::openmp{2});
+  for (index_t s = 0; s < b; ++s) {
+    const index_t i0 = cu_q[static_cast<std::size_t>(s)], n = cu_q[static_cast<std::size_t>(s + 1)] - i0;
+    if (n == 0) continue;
+    std::vector<float> alone(static_cast<std::size_t>(n * hq * d)), alone_lse(static_cast<std::size_t>(n * hq));
+    const std::int32_t length = nk[static_cast<std::size_t>(s)];
+    opt.kv_lengths = std::span<const std::int32_t>(&length, 1);
+    attn::attention<B>(attn::view4<const float>{q3.data + i0 * hq * d, {1, n, hq, d}, {n * hq * d, hq * d, d, 1}},
+                       cache_of(s, 1), attn::bshd(alone.data(), 1, n, hq, d), attn::bsh(alone_lse.data(), 1, n, hq),
+                       opt);
+    const auto diff = ref::compare<3>(
+        attn::view3<const float>{out.data() + i0 * hq * d, {n, hq, d}, {hq * d, d, 1}},
+        attn::view3<const float>{alone.data(), {n, hq, d}, {hq * d, d, 1}});
+    EXPECT_LE(diff.rel_frobenius, 1e-6) << "sequence " << s;
+    EXPECT_EQ(diff.mismatched_nan, 0) << "sequence " << s;
+    for (index_t r = 0; r < n * hq; ++r)
+      EXPECT_NEAR(lse[static_cast<std::size_t>(i0 * hq + r)], alone_lse[static_cast<std::size_t>(r)],
+                  1e-5f * (1 + std::fabs(alone_lse[static_cast<std::size_t>(r)])))
+          << "sequence " << s << " row " << r;
+  }
 }
 
 TYPED_TEST(Int8Test, SlidingWindowWithSinkTokens) {
@@ -434,6 +508,19 @@ TEST(Int8, BadScalesAreRefusedNamingTheArgument) {
                         attn::view3<float>{ks.data(), {2, 3, 4}, {12, 4, 1}});
       },
       {"lse", "k_scales"}));
+  // The paged pools' scales, packed queries: (P, page_size, Hkv) named.
+  const std::vector<std::int32_t> table = {0, 1}, lengths = {5, 5}, cu_q = {0, 3, 6};
+  auto pool = [&](std::vector<std::int8_t>& x) { return attn::bshd<const std::int8_t>(x.data(), 4, 5, 2, 8); };
+  const attn::quantized_paged_kv short_scales{pool(k), {ks.data(), {4, 4, 2}, {8, 2, 1}}, pool(v),
+                                              {vs.data(), {4, 5, 2}, {10, 2, 1}}, {table.data(), {2, 1}, {1, 1}}};
+  attn::softmax_options opt;
+  opt.kv_lengths = lengths;
+  EXPECT_TRUE(ref::throws_naming(
+      [&] {
+        attn::varlen_attention(attn::view3<const float>{q.data(), {6, 4, 8}, {32, 8, 1}}, short_scales,
+                               attn::view3<float>{out.data(), {6, 4, 8}, {32, 8, 1}}, {}, cu_q, opt);
+      },
+      {"k_scales", "page_size=5"}));
   EXPECT_TRUE(std::all_of(out.begin(), out.end(), [](float x) { return x == sentinel; }));
 }
 

@@ -300,17 +300,22 @@ typed_softmax_problem<Q, K, V, O> make_paged_problem(view4<const Q> q, const typ
   return make_softmax_problem(views, lse, opt);
 }
 
-template <class Q, class O>
-typed_softmax_problem<Q, std::int8_t, std::int8_t, O> make_quantized_paged_problem(
-    view4<const Q> q, const quantized_paged_kv& cache, view4<O> out, view3<float> lse, const softmax_options& opt) {
-  auto p = make_paged_problem(q, typed_paged_kv<std::int8_t>{cache.k_pages, cache.v_pages, cache.block_table}, out,
-                              lse, opt);
+// The int8 pools of a paged cache, and the scales attached to the problem
+// made over them (make(pools)) as the logical (B, capacity, Hkv) views the
+// block table indexes.
+template <class Make>
+auto make_quantized_paged(const quantized_paged_kv& cache, Make&& make) {
+  auto p = make(typed_paged_kv<std::int8_t>{cache.k_pages, cache.v_pages, cache.block_table});
   attach_scales(p, cache.k_scales, cache.v_scales, cache.k_pages.extent[0], cache.k_pages.extent[1], "P",
                 "page_size");
-  // The scales as the logical (B, capacity, Hkv) views the table indexes.
   for (view3<const float>* scales : {&p.k_scales, &p.v_scales})
     *scales = {scales->data, {p.batch(), p.nk(), p.hkv()}, scales->stride};
   return p;
+}
+template <class Q, class O>
+typed_softmax_problem<Q, std::int8_t, std::int8_t, O> make_quantized_paged_problem(
+    view4<const Q> q, const quantized_paged_kv& cache, view4<O> out, view3<float> lse, const softmax_options& opt) {
+  return make_quantized_paged(cache, [&](const auto& pools) { return make_paged_problem(q, pools, out, lse, opt); });
 }
 
 }  // namespace detail
@@ -450,10 +455,12 @@ void varlen_dense_attention(view3<const Q> q, view3<const K> k, view3<const V> v
   run_options<Backend>(make_softmax_problem(views, pq.lse, opt), opt, exec);
 }
 
-template <class Backend, class Q, class K, class V, class O, class Exec>
-void varlen_paged_attention(view3<const Q> q, const typed_paged_kv<K, V>& cache, view3<O> out,
-                            strided_view<float, 2> lse, std::span<const std::int32_t> cu_seqlens_q,
-                            const softmax_options& opt, const Exec& exec) {
+// Packed queries over a paged cache: the problem, for every storage type.
+template <class Q, class K, class V, class O>
+typed_softmax_problem<Q, K, V, O> make_varlen_paged_problem(view3<const Q> q, const typed_paged_kv<K, V>& cache,
+                                                            view3<O> out, strided_view<float, 2> lse,
+                                                            std::span<const std::int32_t> cu_seqlens_q,
+                                                            const softmax_options& opt) {
   const index_t hq = q.extent[1], dk = q.extent[2];
   require_view(q, "q", "(Tq, Hq, Dk) with Hq, Dk >= 1", hq >= 1 && dk >= 1);
   const index_t batch = sequence_count(cu_seqlens_q, "cu_seqlens_q");
@@ -462,7 +469,7 @@ void varlen_paged_attention(view3<const Q> q, const typed_paged_kv<K, V>& cache,
                                          {{cache.k_pages, "k_pages"}, {cache.v_pages, "v_pages"}});
   typed_views<Q, K, V, O> views{pq.q, kv.k, kv.v, pq.out, kv.pages};
   views.sequences = {cu_seqlens_q.data(), nullptr, opt.kv_lengths.data()};
-  run_options<Backend>(make_softmax_problem(views, pq.lse, opt), opt, exec);
+  return make_softmax_problem(views, pq.lse, opt);
 }
 
 }  // namespace detail
@@ -503,7 +510,7 @@ template <simd_backend Backend = default_backend, executor Exec = serial>
 void varlen_attention(view3<const float> q, const paged_kv& cache, view3<float> out, strided_view<float, 2> lse,
                       std::span<const std::int32_t> cu_seqlens_q, const softmax_options& opt = {},
                       const Exec& exec = {}) {
-  detail::varlen_paged_attention<Backend>(q, cache, out, lse, cu_seqlens_q, opt, exec);
+  detail::run_options<Backend>(detail::make_varlen_paged_problem(q, cache, out, lse, cu_seqlens_q, opt), opt, exec);
 }
 
 // The same with q, out and the cache's pages stored in 16 bits.
@@ -512,7 +519,22 @@ template <simd_backend Backend = default_backend, executor Exec = serial, class 
 void varlen_attention(strided_view<Q, 3> q, const typed_paged_kv<K, V>& cache, strided_view<O, 3> out,
                       strided_view<float, 2> lse, std::span<const std::int32_t> cu_seqlens_q,
                       const softmax_options& opt = {}, const Exec& exec = {}) {
-  detail::varlen_paged_attention<Backend>(detail::as_input(q), cache, out, lse, cu_seqlens_q, opt, exec);
+  detail::run_options<Backend>(
+      detail::make_varlen_paged_problem(detail::as_input(q), cache, out, lse, cu_seqlens_q, opt), opt, exec);
+}
+
+// The same over a paged int8 cache (quantized_paged_kv, as attention(q,
+// quantized_paged_kv, ...)), q and out each float, attn::float16 or
+// attn::bfloat16.
+template <simd_backend Backend = default_backend, executor Exec = serial, class Q, class O>
+  requires storage_element<std::remove_const_t<Q>> && storage_element<O>
+void varlen_attention(strided_view<Q, 3> q, const quantized_paged_kv& cache, strided_view<O, 3> out,
+                      strided_view<float, 2> lse, std::span<const std::int32_t> cu_seqlens_q,
+                      const softmax_options& opt = {}, const Exec& exec = {}) {
+  const auto p = detail::make_quantized_paged(cache, [&](const auto& pools) {
+    return detail::make_varlen_paged_problem(detail::as_input(q), pools, out, lse, cu_seqlens_q, opt);
+  });
+  detail::run_options<Backend>(p, opt, exec);
 }
 
 }  // namespace attn
