@@ -176,7 +176,7 @@ struct spec {
   std::optional<std::array<index_t, 2>> window{};
   index_t sink_tokens = 0;
   index_t page_size = 0;   // > 0: a paged cache of shuffled pages
-  bool varlen = false;     // paged, queries packed (varlen_attention, cu_seqlens_q)
+  bool varlen = false;     // varlen_attention: queries packed, K/V packed or paged
   index_t nan_key = -1;    // key whose v scale is NaN (batch 0, kv head 0)
   bool user_mask = false;  // the mask overload (causal as a predicate, a softcap)
 };
@@ -251,12 +251,37 @@ void expect_oracle(const spec& c) {
   opt.causal = c.causal;
   opt.window = c.window;
   opt.sink_tokens = c.sink_tokens;
+  // varlen: the batch's rows packed, (B * N, H, D) views of the same memory.
+  auto packed = [&](const auto& x) {
+    EXPECT_EQ(x.stride[0], x.extent[1] * x.stride[1]) << "the spec's layout cannot be packed";
+    return attn::strided_view<std::remove_reference_t<decltype(*x.data)>, 3>{
+        x.data, {x.extent[0] * x.extent[1], x.extent[2], x.extent[3]}, {x.stride[1], x.stride[2], x.stride[3]}};
+  };
+  const attn::strided_view<float, 2> packed_lse{
+      lse.view.data, {s.b * s.nq, s.hq}, {lse.view.stride[1], lse.view.stride[2]}};
+  auto offsets = [&](index_t n) {
+    std::vector<std::int32_t> cu(static_cast<std::size_t>(s.b + 1));
+    for (index_t i = 0; i <= s.b; ++i) cu[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(i * n);
+    return cu;
+  };
   if (c.user_mask) {
     opt.causal = true;  // for the oracle
     const auto mask = attn::mask_from(
         [off = s.nk - s.nq](index_t, index_t, index_t i, index_t j) { return j <= i + off; });
     attn::attention<B>(qv, k8.cache(), v8.cache(), ov, lse.view, mask, attn::no_modifier{}, {},
                        attn::openmp{2});
+  } else if (c.page_size == 0 && c.varlen) {
+    // Packed int8 rows: quantized with one batch entry, (1, B * Nk, Hkv, D).
+    auto one_entry = [&](const int8_tensor& x) {
+      const attn::view4<std::int8_t>& t = x.value_view;
+      const attn::view3<const float>& sc = x.scales.cview();
+      EXPECT_EQ(sc.stride[0], sc.extent[1] * sc.stride[1]);
+      return attn::quantized{{t.data, {1, t.extent[0] * t.extent[1], t.extent[2], t.extent[3]},
+                              {0, t.stride[1], t.stride[2], t.stride[3]}},
+                             {sc.data, {1, sc.extent[0] * sc.extent[1], sc.extent[2]}, {0, sc.stride[1], sc.stride[2]}}};
+    };
+    attn::varlen_attention<B>(packed(qv), one_entry(k8), one_entry(v8), packed(ov), packed_lse, offsets(s.nq),
+                              offsets(s.nk), opt, attn::openmp{2});
   } else if (c.page_size == 0) {
     attn::attention<B>(qv, k8.cache(), v8.cache(), ov, lse.view, opt, attn::openmp{2});
   } else {
@@ -281,18 +306,7 @@ void expect_oracle(const spec& c) {
                                       static_cast<std::int32_t>(s.nk));
     opt.kv_lengths = lengths;
     if (c.varlen) {
-      // The batch's rows packed: (B * Nq, H, D) views of the same memory.
-      ASSERT_EQ(qv.stride[0], s.nq * qv.stride[1]);
-      ASSERT_EQ(lse.view.stride[0], s.nq * lse.view.stride[1]);
-      std::vector<std::int32_t> cu(static_cast<std::size_t>(s.b + 1));
-      for (index_t n = 0; n <= s.b; ++n) cu[static_cast<std::size_t>(n)] = static_cast<std::int32_t>(n * s.nq);
-      auto packed = [&](const auto& x) {
-        return attn::strided_view<std::remove_reference_t<decltype(*x.data)>, 3>{
-            x.data, {s.b * s.nq, x.extent[2], x.extent[3]}, {x.stride[1], x.stride[2], x.stride[3]}};
-      };
-      const attn::strided_view<float, 2> lse2{
-          lse.view.data, {s.b * s.nq, s.hq}, {lse.view.stride[1], lse.view.stride[2]}};
-      attn::varlen_attention<B>(packed(qv), cache, packed(ov), lse2, cu, opt, attn::openmp{2});
+      attn::varlen_attention<B>(packed(qv), cache, packed(ov), packed_lse, offsets(s.nq), opt, attn::openmp{2});
     } else {
       attn::attention<B>(qv, cache, ov, lse.view, opt, attn::openmp{2});
     }
@@ -353,14 +367,16 @@ TYPED_TEST(Int8Test, PagedCacheOfShuffledPages) {
   expect_oracle<TypeParam>(prefill);
 }
 
-TYPED_TEST(Int8Test, VarlenQueriesOverAPagedCache) {
-  // Chunked prefill and decode of several sequences over one int8 pool.
-  spec decode{{3, 1, 300, 8, 2, 64, 64}}, prefill{{2, 5, 130, 4, 2, 32, 32}, true, true};
-  decode.page_size = 64;
-  prefill.page_size = 7;
-  for (spec* c : {&decode, &prefill}) {
-    c->varlen = true;
-    expect_oracle<TypeParam>(*c);
+TYPED_TEST(Int8Test, VarlenPackedRowsAndPagedCache) {
+  // Decode and chunked prefill of several sequences: packed int8 K/V rows,
+  // or one int8 pool of shuffled pages.
+  for (const index_t page_size : {0, 64, 7}) {
+    spec decode{{3, 1, 300, 8, 2, 64, 64}}, prefill{{2, 5, 130, 4, 2, 32, 32}, true, true};
+    for (spec* c : {&decode, &prefill}) {
+      c->varlen = true;
+      c->page_size = page_size;
+      expect_oracle<TypeParam>(*c);
+    }
   }
 }
 
@@ -521,6 +537,20 @@ TEST(Int8, BadScalesAreRefusedNamingTheArgument) {
                                attn::view3<float>{out.data(), {6, 4, 8}, {32, 8, 1}}, {}, cu_q, opt);
       },
       {"k_scales", "page_size=5"}));
+  // Packed int8 rows: one batch entry, scales (1, Tk, Hkv | 1).
+  const std::vector<std::int32_t> cu_k = {0, 10, 20};
+  auto rows = [&](std::vector<std::int8_t>& x, index_t entries) {
+    return attn::view4<const std::int8_t>{x.data(), {entries, 20 / entries, 2, 8}, {20 / entries * 16, 16, 8, 1}};
+  };
+  const attn::view3<const float> row_scales{vs.data(), {1, 20, 2}, {40, 2, 1}};
+  auto packed_call = [&](const attn::quantized& kq) {
+    attn::varlen_attention(attn::view3<const float>{q.data(), {6, 4, 8}, {32, 8, 1}}, kq,
+                           attn::quantized{rows(v, 1), row_scales}, attn::view3<float>{out.data(), {6, 4, 8}, {32, 8, 1}},
+                           {}, cu_q, cu_k);
+  };
+  EXPECT_TRUE(ref::throws_naming([&] { packed_call({rows(k, 2), row_scales}); }, {"k", "(1, Tk, Hkv, D)"}));
+  EXPECT_TRUE(ref::throws_naming(
+      [&] { packed_call({rows(k, 1), {ks.data(), {1, 19, 2}, {38, 2, 1}}}); }, {"k_scales", "Tk=20"}));
   EXPECT_TRUE(std::all_of(out.begin(), out.end(), [](float x) { return x == sentinel; }));
 }
 

@@ -428,11 +428,14 @@ void attention(strided_view<Q, 4> q, const quantized_paged_kv& cache, strided_vi
 
 namespace detail {
 
-template <class Backend, class Q, class K, class V, class O, class Exec>
-void varlen_dense_attention(view3<const Q> q, view3<const K> k, view3<const V> v, view3<O> out,
-                            strided_view<float, 2> lse, std::span<const std::int32_t> cu_seqlens_q,
-                            std::span<const std::int32_t> cu_seqlens_k, const softmax_options& opt,
-                            const Exec& exec) {
+// Packed queries, keys and values (varlen): the problem, for every storage
+// type.
+template <class Q, class K, class V, class O>
+typed_softmax_problem<Q, K, V, O> make_varlen_problem(view3<const Q> q, view3<const K> k, view3<const V> v,
+                                                      view3<O> out, strided_view<float, 2> lse,
+                                                      std::span<const std::int32_t> cu_seqlens_q,
+                                                      std::span<const std::int32_t> cu_seqlens_k,
+                                                      const softmax_options& opt) {
   const index_t hq = q.extent[1], dk = q.extent[2], tk = k.extent[0], hkv = k.extent[1];
   require_view(q, "q", "(Tq, Hq, Dk) with Hq, Dk >= 1", hq >= 1 && dk >= 1);
   require_view(k, "k", dims({{"Tk", -1}, {"Hkv", -1}, {"Dk", dk}}) + " with Hkv >= 1",
@@ -452,7 +455,28 @@ void varlen_dense_attention(view3<const Q> q, view3<const K> k, view3<const V> v
   typed_views<Q, K, V, O> views{pq.q, packed_batch(k, batch, longest_k), packed_batch(v, batch, longest_k),
                                 pq.out};
   views.sequences = {cu_seqlens_q.data(), cu_seqlens_k.data(), nullptr};
-  run_options<Backend>(make_softmax_problem(views, pq.lse, opt), opt, exec);
+  return make_softmax_problem(views, pq.lse, opt);
+}
+
+// Packed int8 K and V: the rows of one batch entry, values (1, Tk, Hkv, D)
+// and scales (1, Tk, Hkv) or (1, Tk, 1), as the logical (B, longest, Hkv)
+// views the sequences' offsets index.
+template <class Q, class O>
+typed_softmax_problem<Q, std::int8_t, std::int8_t, O> make_quantized_varlen_problem(
+    view3<const Q> q, const quantized& k, const quantized& v, view3<O> out, strided_view<float, 2> lse,
+    std::span<const std::int32_t> cu_seqlens_q, std::span<const std::int32_t> cu_seqlens_k,
+    const softmax_options& opt) {
+  auto rows = [](const quantized& x, const char* name) {
+    require_view(x.values, name, "(1, Tk, Hkv, D): packed rows, one batch entry", x.values.extent[0] == 1);
+    const view4<const std::int8_t>& t = x.values;
+    return view3<const std::int8_t>{t.data, {t.extent[1], t.extent[2], t.extent[3]},
+                                    {t.stride[1], t.stride[2], t.stride[3]}};
+  };
+  auto p = make_varlen_problem(q, rows(k, "k"), rows(v, "v"), out, lse, cu_seqlens_q, cu_seqlens_k, opt);
+  attach_scales(p, k.scales, v.scales, 1, k.values.extent[1], "B", "Tk");
+  for (view3<const float>* scales : {&p.k_scales, &p.v_scales})
+    *scales = {scales->data, {p.batch(), p.nk(), p.hkv()}, {0, scales->stride[1], scales->stride[2]}};
+  return p;
 }
 
 // Packed queries over a paged cache: the problem, for every storage type.
@@ -486,7 +510,8 @@ void varlen_attention(view3<const float> q, view3<const float> k, view3<const fl
                       strided_view<float, 2> lse, std::span<const std::int32_t> cu_seqlens_q,
                       std::span<const std::int32_t> cu_seqlens_k, const softmax_options& opt = {},
                       const Exec& exec = {}) {
-  detail::varlen_dense_attention<Backend>(q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, opt, exec);
+  detail::run_options<Backend>(detail::make_varlen_problem(q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, opt),
+                               opt, exec);
 }
 
 // The same with tensors stored in 16 bits, each float, attn::float16 or
@@ -498,8 +523,24 @@ void varlen_attention(strided_view<Q, 3> q, strided_view<K, 3> k, strided_view<V
                       std::span<const std::int32_t> cu_seqlens_k, const softmax_options& opt = {},
                       const Exec& exec = {}) {
   using detail::as_input;
-  detail::varlen_dense_attention<Backend>(as_input(q), as_input(k), as_input(v), out, lse, cu_seqlens_q,
-                                          cu_seqlens_k, opt, exec);
+  detail::run_options<Backend>(detail::make_varlen_problem(as_input(q), as_input(k), as_input(v), out, lse,
+                                                           cu_seqlens_q, cu_seqlens_k, opt),
+                               opt, exec);
+}
+
+// The same over packed int8 K and V (attn::quantized with one batch entry:
+// values (1, Tk, Hkv, D), scales (1, Tk, Hkv) or (1, Tk, 1), e.g.
+// attn::quantize of the packed rows viewed as (1, Tk, Hkv, D)), q and out
+// each float, attn::float16 or attn::bfloat16.
+template <simd_backend Backend = default_backend, executor Exec = serial, class Q, class O>
+  requires storage_element<std::remove_const_t<Q>> && storage_element<O>
+void varlen_attention(strided_view<Q, 3> q, const quantized& k, const quantized& v, strided_view<O, 3> out,
+                      strided_view<float, 2> lse, std::span<const std::int32_t> cu_seqlens_q,
+                      std::span<const std::int32_t> cu_seqlens_k, const softmax_options& opt = {},
+                      const Exec& exec = {}) {
+  detail::run_options<Backend>(detail::make_quantized_varlen_problem(detail::as_input(q), k, v, out, lse,
+                                                                     cu_seqlens_q, cu_seqlens_k, opt),
+                               opt, exec);
 }
 
 // Packed (varlen) queries over a paged K/V cache (chunked prefill of
