@@ -427,6 +427,76 @@ TYPED_TEST(Int8Test, RaggedVarlenRowsEqualEachSequenceAlone) {
   }
 }
 
+TYPED_TEST(Int8Test, CascadeOverASharedInt8Prefix) {
+  // Three sequences share a 70-key int8 prefix, each with its own 45-key
+  // int8 suffix, contiguous or in shuffled pages: the oracle runs on the
+  // concatenated, dequantized keys.
+  using B = TypeParam;
+  const index_t b = 3, nq = 2, np = 70, ns = 45, hq = 8, hkv = 2, d = 32, page = 16;
+  for (const bool paged_suffix : {false, true}) {
+    SCOPED_TRACE(paged_suffix ? "paged suffix" : "contiguous suffix");
+    ref::rng g(paged_suffix ? 0xca5u : 0xca6u);
+    ref::tensor4 q = ref::random<4>(g, {b, nq, hq, d}, ref::bshd_memory);
+    ref::tensor4 pk = ref::random<4>(g, {1, np, hkv, d}, ref::bshd_memory);
+    ref::tensor4 pv = ref::random<4>(g, {1, np, hkv, d}, ref::bshd_memory);
+    ref::tensor4 k = ref::random<4>(g, {b, ns, hkv, d}, ref::bshd_memory);
+    ref::tensor4 v = ref::random<4>(g, {b, ns, hkv, d}, ref::bshd_memory);
+    const int8_tensor pk8(pk, false, ref::bsh_memory), pv8(pv, true, ref::bsh_memory);
+    const int8_tensor k8(k, false, ref::bsh_memory), v8(v, false, ref::bsh_memory);
+    ref::tensor4 kf = ref::filled<4>({b, np + ns, hkv, d}, ref::bshd_memory, 0.0f);
+    ref::tensor4 vf = ref::filled<4>({b, np + ns, hkv, d}, ref::bshd_memory, 0.0f);
+    for (index_t s = 0; s < b; ++s)
+      for (index_t j = 0; j < np + ns; ++j)
+        for (index_t h = 0; h < hkv; ++h)
+          for (index_t c = 0; c < d; ++c) {
+            kf.view(s, j, h, c) = j < np ? pk.view(0, j, h, c) : k.view(s, j - np, h, c);
+            vf.view(s, j, h, c) = j < np ? pv.view(0, j, h, c) : v.view(s, j - np, h, c);
+          }
+    ref::tensor4 out = ref::filled<4>({b, nq, hq, d}, ref::bshd_memory, sentinel);
+    ref::tensor3 lse = ref::filled<3>({b, nq, hq}, ref::bsh_memory, sentinel);
+    attn::softmax_options opt;
+    opt.causal = true;
+    if (paged_suffix) {
+      const index_t per_seq = (ns + page - 1) / page, pages = b * per_seq;
+      std::vector<std::int32_t> table(static_cast<std::size_t>(pages));
+      for (index_t n = 0; n < pages; ++n) table[static_cast<std::size_t>(n)] = static_cast<std::int32_t>(pages - 1 - n);
+      const auto kp = paged<std::int8_t>(k8.value_view, page, table, per_seq);
+      const auto vp = paged<std::int8_t>(v8.value_view, page, table, per_seq);
+      const auto ks = paged<float>(k8.scales.view, page, table, per_seq);
+      const auto vs = paged<float>(v8.scales.view, page, table, per_seq);
+      auto scales3 = [](const attn::strided_view<float, 4>& x) {
+        return attn::view3<const float>{x.data, {x.extent[0], x.extent[1], x.extent[2]},
+                                        {x.stride[0], x.stride[1], x.stride[2]}};
+      };
+      const attn::quantized_paged_kv suffix{kp.view, scales3(ks.view), vp.view, scales3(vs.view),
+                                            {table.data(), {b, per_seq}, {per_seq, 1}}};
+      const std::vector<std::int32_t> lengths(static_cast<std::size_t>(b), static_cast<std::int32_t>(ns));
+      opt.kv_lengths = lengths;
+      attn::cascade_attention<B>(q.cview(), pk8.cache(), pv8.cache(), suffix, out.view, lse.view, opt,
+                                 attn::openmp{2});
+      opt.kv_lengths = {};
+    } else {
+      attn::cascade_attention<B>(q.cview(), pk8.cache(), pv8.cache(), k8.cache(), v8.cache(), out.view, lse.view,
+                                 opt, attn::openmp{2});
+    }
+    const ref::softmax_result expected = ref::softmax_attention(q.cview(), kf.cview(), vf.cview(), opt);
+    EXPECT_TRUE(ref::within_contract(out.cview(), lse.cview(), expected));
+  }
+  // The prefix's scales are checked against its rows, naming them.
+  ref::rng g(1);
+  ref::tensor4 q = ref::random<4>(g, {1, 1, 2, 8}, ref::bshd_memory);
+  ref::tensor4 p = ref::random<4>(g, {1, 5, 1, 8}, ref::bshd_memory);
+  ref::tensor4 k = ref::random<4>(g, {1, 5, 1, 8}, ref::bshd_memory);
+  const int8_tensor p8(p, false, ref::bsh_memory), k8(k, false, ref::bsh_memory);
+  ref::tensor4 out = ref::filled<4>({1, 1, 2, 8}, ref::bshd_memory, sentinel);
+  const attn::quantized short_scales{p8.value_view, {p8.scales.view.data, {1, 4, 1}, {4, 1, 1}}};
+  EXPECT_TRUE(ref::throws_naming(
+      [&] { attn::cascade_attention(q.cview(), short_scales, p8.cache(), k8.cache(), k8.cache(), out.view); },
+      {"k_scales", "Np=5"}));
+  EXPECT_TRUE(out.padding_holds(sentinel));
+  for (const float x : out.storage) EXPECT_EQ(x, sentinel);
+}
+
 TYPED_TEST(Int8Test, SlidingWindowWithSinkTokens) {
   spec decode{{1, 1, 700, 8, 2, 64, 64}}, prefill{{1, 40, 300, 4, 2, 32, 32}};
   for (spec* c : {&decode, &prefill}) {

@@ -12,6 +12,7 @@
 #include "attn/core/executor.hpp"
 #include "attn/core/kv_cache.hpp"
 #include "attn/core/main_loop.hpp"
+#include "attn/core/quantized.hpp"
 #include "attn/core/tensor.hpp"
 #include "attn/core/validate.hpp"
 #include "attn/mask/masks.hpp"
@@ -56,9 +57,15 @@ strided_view<T, N> fold_batch(const strided_view<T, N>& x, const char* name) {
 // writes into out when out is fp32; a 16-bit out would round the prefix
 // result before the merge, so it goes to an fp32 scratch of out's size
 // instead and the suffix pass merges from there (one rounding, at the end).
-template <class Backend, class P, class PK, class PV, class Exec>
+// attach_prefix(problem) completes the prefix pass's problem before it runs
+// (an int8 prefix's scales).
+struct attach_nothing {
+  template <class P>
+  void operator()(P&) const {}
+};
+template <class Backend, class P, class PK, class PV, class Exec, class Attach = attach_nothing>
 void run_cascade(P suffix, view4<const PK> prefix_k, view4<const PV> prefix_v, const softmax_options& opt,
-                 const Exec& exec) {
+                 const Exec& exec, Attach attach_prefix = {}) {
   const index_t hkv = suffix.hkv(), dk = suffix.dk(), dv = suffix.dv();
   require_view(prefix_k, "prefix_k", dims({{"1", 1}, {"Np", -1}, {"Hkv", hkv}, {"Dk", dk}}),
                prefix_k.extent[0] == 1 && prefix_k.extent[2] == hkv && prefix_k.extent[3] == dk);
@@ -91,8 +98,9 @@ void run_cascade(P suffix, view4<const PK> prefix_k, view4<const PV> prefix_v, c
   const view3<float> lse = fold_batch(suffix.lse, "lse");
   const view4<O> out = fold_batch(suffix.out, "out");
   const auto prefix_pass = [&]<class R>(view4<R> rows) {
-    run_options<Backend>(make_softmax_problem(typed_views<Q, PK, PV, R>{q, prefix_k, prefix_v, rows}, lse, prefix_opt),
-                         prefix_opt, exec);
+    auto prefix = make_softmax_problem(typed_views<Q, PK, PV, R>{q, prefix_k, prefix_v, rows}, lse, prefix_opt);
+    attach_prefix(prefix);
+    run_options<Backend>(prefix, prefix_opt, exec);
   };
   std::vector<float> earlier;  // a 16-bit out's prefix result, (1, B x Nq, Hq, Dv)
   if constexpr (std::is_same_v<O, float>) {
@@ -105,6 +113,14 @@ void run_cascade(P suffix, view4<const PK> prefix_k, view4<const PV> prefix_v, c
   // 2. The suffix pass, merged into the prefix's rows (sinks once, here).
   suffix.merge_into_out = true;
   run_options<Backend>(suffix, opt, exec);
+}
+
+// The int8 prefix's scales, (1, Np, Hkv) or (1, Np, 1) each, attached to
+// the prefix pass's problem.
+inline auto prefix_scales(const quantized& prefix_k, const quantized& prefix_v) {
+  return [&](auto& prefix) {
+    attach_scales(prefix, prefix_k.scales, prefix_v.scales, 1, prefix_k.values.extent[1], "1", "Np");
+  };
 }
 
 // lse for the cascade's merge: the caller's, or a scratch (B, Nq, H).
@@ -174,6 +190,34 @@ void cascade_attention(strided_view<Q, 4> q, strided_view<PK, 4> prefix_k, strid
   const view3<float> l = detail::cascade_lse(lse, q, scratch);
   detail::run_cascade<Backend>(detail::make_paged_problem(as_input(q), suffix, out, l, opt), as_input(prefix_k),
                                as_input(prefix_v), opt, exec);
+}
+
+// The same over int8 K/V (attn::quantized; README, "Reduced precision"):
+// prefix_k, prefix_v of one batch entry (1, Np, Hkv, D) with scales (1, Np,
+// Hkv) or (1, Np, 1), the suffixes contiguous (attn::quantized) or paged
+// (attn::quantized_paged_kv, opt.kv_lengths required); q and out each
+// float, attn::float16 or attn::bfloat16.
+template <simd_backend Backend = default_backend, executor Exec = serial, class Q, class O>
+  requires storage_element<std::remove_const_t<Q>> && storage_element<O>
+void cascade_attention(strided_view<Q, 4> q, const quantized& prefix_k, const quantized& prefix_v,
+                       const quantized& k, const quantized& v, strided_view<O, 4> out, view3<float> lse = {},
+                       const softmax_options& opt = {}, const Exec& exec = {}) {
+  std::vector<float> scratch;
+  const view3<float> l = detail::cascade_lse(lse, q, scratch);
+  detail::run_cascade<Backend>(detail::make_quantized_problem(detail::as_input(q), k, v, out, l, opt),
+                               prefix_k.values, prefix_v.values, opt, exec,
+                               detail::prefix_scales(prefix_k, prefix_v));
+}
+template <simd_backend Backend = default_backend, executor Exec = serial, class Q, class O>
+  requires storage_element<std::remove_const_t<Q>> && storage_element<O>
+void cascade_attention(strided_view<Q, 4> q, const quantized& prefix_k, const quantized& prefix_v,
+                       const quantized_paged_kv& suffix, strided_view<O, 4> out, view3<float> lse = {},
+                       const softmax_options& opt = {}, const Exec& exec = {}) {
+  std::vector<float> scratch;
+  const view3<float> l = detail::cascade_lse(lse, q, scratch);
+  detail::run_cascade<Backend>(detail::make_quantized_paged_problem(detail::as_input(q), suffix, out, l, opt),
+                               prefix_k.values, prefix_v.values, opt, exec,
+                               detail::prefix_scales(prefix_k, prefix_v));
 }
 
 }  // namespace attn
