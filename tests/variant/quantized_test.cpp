@@ -492,7 +492,7 @@ TYPED_TEST(Int8Test, CascadeOverASharedInt8Prefix) {
   const attn::quantized short_scales{p8.value_view, {p8.scales.view.data, {1, 4, 1}, {4, 1, 1}}};
   EXPECT_TRUE(ref::throws_naming(
       [&] { attn::cascade_attention(q.cview(), short_scales, p8.cache(), k8.cache(), k8.cache(), out.view); },
-      {"k_scales", "Np=5"}));
+      {"prefix_k.scales", "Np=5"}));
   EXPECT_TRUE(out.padding_holds(sentinel));
   for (const float x : out.storage) EXPECT_EQ(x, sentinel);
 }

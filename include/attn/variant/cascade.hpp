@@ -119,7 +119,8 @@ void run_cascade(P suffix, view4<const PK> prefix_k, view4<const PV> prefix_v, c
 // the prefix pass's problem.
 inline auto prefix_scales(const quantized& prefix_k, const quantized& prefix_v) {
   return [&](auto& prefix) {
-    attach_scales(prefix, prefix_k.scales, prefix_v.scales, 1, prefix_k.values.extent[1], "1", "Np");
+    attach_scales(prefix, prefix_k.scales, prefix_v.scales, 1, prefix_k.values.extent[1], "1", "Np",
+                  "prefix_k.scales", "prefix_v.scales");
   };
 }
 

@@ -237,10 +237,11 @@ void masked_attention(view4<const Q> q, view4<const K> k, view4<const V> v, view
 // and lse).
 template <class P>
 void attach_scales(P& p, const view3<const float>& k_scales, const view3<const float>& v_scales,
-                   index_t scale_rows, index_t capacity, const char* rows_name, const char* capacity_name) {
-  p.k_scales = checked_scales(k_scales, "k_scales", scale_rows, capacity, p.hkv(), rows_name, capacity_name, "Hkv");
-  p.v_scales = checked_scales(v_scales, "v_scales", scale_rows, capacity, p.hkv(), rows_name, capacity_name, "Hkv");
-  for (const auto& [scales, name] : {std::pair{k_scales, "k_scales"}, std::pair{v_scales, "v_scales"}}) {
+                   index_t scale_rows, index_t capacity, const char* rows_name, const char* capacity_name,
+                   const char* k_name = "k_scales", const char* v_name = "v_scales") {
+  p.k_scales = checked_scales(k_scales, k_name, scale_rows, capacity, p.hkv(), rows_name, capacity_name, "Hkv");
+  p.v_scales = checked_scales(v_scales, v_name, scale_rows, capacity, p.hkv(), rows_name, capacity_name, "Hkv");
+  for (const auto& [scales, name] : {std::pair{k_scales, k_name}, std::pair{v_scales, v_name}}) {
     require_disjoint(p.out, "out", scales, name);
     if (!p.lse.empty()) require_disjoint(p.lse, "lse", scales, name);
   }
