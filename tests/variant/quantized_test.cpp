@@ -224,6 +224,37 @@ paged_pool<T> paged(const View& x, index_t page_size, const std::vector<std::int
   return p;
 }
 
+// An int8 K/V pair (B, N, Hkv, D) moved into pools of `page_size` rows in
+// reverse order, with its scales beside them, as a quantized_paged_kv (the
+// cache points into this object, which therefore stays where it is built).
+struct int8_pages {
+  index_t per_seq;
+  std::vector<std::int32_t> table;
+  paged_pool<std::int8_t> k, v;
+  paged_pool<float> k_scales, v_scales;
+  attn::quantized_paged_kv cache;
+
+  int8_pages(const int8_tensor& k8, const int8_tensor& v8, index_t page_size)
+      : per_seq((k8.value_view.extent[1] + page_size - 1) / page_size),
+        table(reversed(k8.value_view.extent[0] * per_seq)),
+        k(paged<std::int8_t>(k8.value_view, page_size, table, per_seq)),
+        v(paged<std::int8_t>(v8.value_view, page_size, table, per_seq)),
+        k_scales(paged<float>(k8.scales.view, page_size, table, per_seq)),
+        v_scales(paged<float>(v8.scales.view, page_size, table, per_seq)),
+        cache{k.view, scales3(k_scales.view), v.view, scales3(v_scales.view),
+              {table.data(), {k8.value_view.extent[0], per_seq}, {per_seq, 1}}} {}
+  int8_pages(const int8_pages&) = delete;
+
+  static std::vector<std::int32_t> reversed(index_t pages) {
+    std::vector<std::int32_t> t(static_cast<std::size_t>(pages));
+    for (index_t n = 0; n < pages; ++n) t[static_cast<std::size_t>(n)] = static_cast<std::int32_t>(pages - 1 - n);
+    return t;
+  }
+  static attn::view3<const float> scales3(const attn::strided_view<float, 4>& x) {
+    return {x.data, {x.extent[0], x.extent[1], x.extent[2]}, {x.stride[0], x.stride[1], x.stride[2]}};
+  }
+};
+
 // Runs one spec with q and out stored as QO on backend B (2 OpenMP
 // threads) and checks it against the oracle on the dequantized k and v.
 template <class B, class QO = float>
@@ -285,23 +316,8 @@ void expect_oracle(const spec& c) {
   } else if (c.page_size == 0) {
     attn::attention<B>(qv, k8.cache(), v8.cache(), ov, lse.view, opt, attn::openmp{2});
   } else {
-    const index_t per_seq = (s.nk + c.page_size - 1) / c.page_size, pages = s.b * per_seq;
-    std::vector<std::int32_t> table(static_cast<std::size_t>(pages));
-    for (index_t n = 0; n < pages; ++n)
-      table[static_cast<std::size_t>(n)] = static_cast<std::int32_t>(pages - 1 - n);
-    const auto kp = paged<std::int8_t>(k8.value_view, c.page_size, table, per_seq);
-    const auto vp = paged<std::int8_t>(v8.value_view, c.page_size, table, per_seq);
-    const auto ks = paged<float>(k8.scales.view, c.page_size, table, per_seq);
-    const auto vs = paged<float>(v8.scales.view, c.page_size, table, per_seq);
-    auto scales3 = [](const attn::strided_view<float, 4>& x) {
-      return attn::view3<const float>{
-          x.data, {x.extent[0], x.extent[1], x.extent[2]}, {x.stride[0], x.stride[1], x.stride[2]}};
-    };
-    const attn::quantized_paged_kv cache{kp.view,
-                                         scales3(ks.view),
-                                         vp.view,
-                                         scales3(vs.view),
-                                         {table.data(), {s.b, per_seq}, {per_seq, 1}}};
+    const int8_pages pages(k8, v8, c.page_size);
+    const attn::quantized_paged_kv& cache = pages.cache;
     std::vector<std::int32_t> lengths(static_cast<std::size_t>(s.b),
                                       static_cast<std::int32_t>(s.nk));
     opt.kv_lengths = lengths;
@@ -393,8 +409,7 @@ TYPED_TEST(Int8Test, RaggedVarlenRowsEqualEachSequenceAlone) {
   ref::tensor4 vf = ref::random<4>(g, {pages, page, hkv, d}, ref::bshd_memory);
   ref::tensor4 q = ref::random<4>(g, {1, tq, hq, d}, ref::bshd_memory);
   const int8_tensor k8(kf, false, ref::bsh_memory), v8(vf, false, ref::bsh_memory);
-  std::vector<std::int32_t> table(static_cast<std::size_t>(pages));
-  for (index_t n = 0; n < pages; ++n) table[static_cast<std::size_t>(n)] = static_cast<std::int32_t>(pages - 1 - n);
+  const std::vector<std::int32_t> table = int8_pages::reversed(pages);
   auto cache_of = [&](index_t first, index_t sequences) {
     return attn::quantized_paged_kv{k8.value_view, k8.scales.cview(), v8.value_view, v8.scales.cview(),
                                     {table.data() + first * per_seq, {sequences, per_seq}, {per_seq, 1}}};
@@ -457,22 +472,10 @@ TYPED_TEST(Int8Test, CascadeOverASharedInt8Prefix) {
     attn::softmax_options opt;
     opt.causal = true;
     if (paged_suffix) {
-      const index_t per_seq = (ns + page - 1) / page, pages = b * per_seq;
-      std::vector<std::int32_t> table(static_cast<std::size_t>(pages));
-      for (index_t n = 0; n < pages; ++n) table[static_cast<std::size_t>(n)] = static_cast<std::int32_t>(pages - 1 - n);
-      const auto kp = paged<std::int8_t>(k8.value_view, page, table, per_seq);
-      const auto vp = paged<std::int8_t>(v8.value_view, page, table, per_seq);
-      const auto ks = paged<float>(k8.scales.view, page, table, per_seq);
-      const auto vs = paged<float>(v8.scales.view, page, table, per_seq);
-      auto scales3 = [](const attn::strided_view<float, 4>& x) {
-        return attn::view3<const float>{x.data, {x.extent[0], x.extent[1], x.extent[2]},
-                                        {x.stride[0], x.stride[1], x.stride[2]}};
-      };
-      const attn::quantized_paged_kv suffix{kp.view, scales3(ks.view), vp.view, scales3(vs.view),
-                                            {table.data(), {b, per_seq}, {per_seq, 1}}};
+      const int8_pages pages(k8, v8, page);
       const std::vector<std::int32_t> lengths(static_cast<std::size_t>(b), static_cast<std::int32_t>(ns));
       opt.kv_lengths = lengths;
-      attn::cascade_attention<B>(q.cview(), pk8.cache(), pv8.cache(), suffix, out.view, lse.view, opt,
+      attn::cascade_attention<B>(q.cview(), pk8.cache(), pv8.cache(), pages.cache, out.view, lse.view, opt,
                                  attn::openmp{2});
       opt.kv_lengths = {};
     } else {
