@@ -4,7 +4,8 @@
 // int8 K/V caches (attn::quantized): attn::quantize's rounding and scales,
 // every backend's int8 widening load, and softmax attention over int8 K and
 // V against the fp64 oracle on the dequantized inputs (the kernel itself
-// adds only fp32 rounding), typed over every backend: per-row and per-token
+// adds only fp32 rounding and, in the integer decode score kernel, queries
+// rounded to int16), typed over every backend: per-row and per-token
 // scales, contiguous, strided and paged, decode and prefill, masks, NaN
 // isolation and a long decode; and the accuracy cost of quantizing against
 // the unquantized inputs (README, "Reduced precision").
@@ -116,6 +117,52 @@ TEST(Quantize, BadShapesAreRefusedAndNothingIsWritten) {
 }
 
 // Every backend's int8 load widens each lane exactly.
+// The decode kernel's rounding of query rows to int16 (round_queries):
+// every row within half a step of its scale, the padding zero, the int16
+// range used; rows it cannot round (NaN, inf, tiny) and rows too long for
+// exact int32 lanes are refused.
+TEST(RoundQueries, RoundsEachRowWithinHalfAStep) {
+  ref::rng g(5);
+  for (const index_t dk : {8, 24, 128, 500}) {
+    const index_t stride = (dk + 31) / 32 * 32;
+    std::vector<float> q(static_cast<std::size_t>(3 * dk));
+    for (float& x : q) x = 40.0f * g.uniform();
+    std::fill_n(q.begin() + dk, dk, 0.0f);  // row 1: all zero
+    std::vector<std::int16_t> out(static_cast<std::size_t>(3 * stride), 7);
+    float scales[3];
+    ASSERT_TRUE(attn::detail::round_queries(q.data(), 3, dk, out.data(), stride, 8, scales));
+    EXPECT_EQ(scales[1], 0.0f);
+    std::int64_t largest = 0;
+    for (index_t r = 0; r < 3; ++r)
+      for (index_t d = 0; d < stride; ++d) {
+        const std::int16_t x = out[static_cast<std::size_t>(r * stride + d)];
+        largest = std::max<std::int64_t>(largest, std::abs(x));
+        if (d >= dk) {
+          EXPECT_EQ(x, 0) << "padding, row " << r << " channel " << d;
+          continue;
+        }
+        const float want = q[static_cast<std::size_t>(r * dk + d)];
+        EXPECT_LE(std::abs(x * scales[r] - want), 0.501f * scales[r]) << "row " << r << " channel " << d;
+      }
+    EXPECT_EQ(largest, 32767) << "the rows use the int16 range, Dk " << dk;
+  }
+}
+
+TEST(RoundQueries, RefusesRowsItCannotRound) {
+  float scales[1];
+  std::vector<std::int16_t> out(64);
+  for (const float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(), 1e-31f}) {
+    std::vector<float> q(16, bad == 1e-31f ? 1e-31f : 1.0f);
+    q[3] = bad;
+    EXPECT_FALSE(attn::detail::round_queries(q.data(), 1, 16, out.data(), 32, 8, scales)) << bad;
+  }
+  std::vector<float> wide(4100, 1.0f);
+  std::vector<std::int16_t> wide_out(4112);
+  EXPECT_TRUE(attn::detail::round_queries(wide.data(), 1, 4096, wide_out.data(), 4096, 8, scales));
+  EXPECT_FALSE(attn::detail::round_queries(wide.data(), 1, 4100, wide_out.data(), 4112, 8, scales))
+      << "4112 channels in 8 lanes";
+}
+
 template <class B>
 class Int8WidenTest : public ::testing::Test {};
 TYPED_TEST_SUITE(Int8WidenTest, ref::backend_types, ref::backend_name);
@@ -178,6 +225,7 @@ struct spec {
   index_t page_size = 0;   // > 0: a paged cache of shuffled pages
   bool varlen = false;     // varlen_attention: queries packed, K/V packed or paged
   index_t nan_key = -1;    // key whose v scale is NaN (batch 0, kv head 0)
+  index_t nan_query = -1;  // query head whose first channel is NaN (batch 0, position 0)
   bool user_mask = false;  // the mask overload (causal as a predicate, a softcap)
 };
 
@@ -188,6 +236,7 @@ std::string describe(const spec& c) {
     << (c.per_token ? " per-token" : "") << (c.window ? " window" : "")
     << (c.page_size > 0 ? " page_size=" + std::to_string(c.page_size) : "") << (c.varlen ? " varlen" : "")
     << (c.nan_key >= 0 ? " nan_key=" + std::to_string(c.nan_key) : "")
+    << (c.nan_query >= 0 ? " nan_query=" + std::to_string(c.nan_query) : "")
     << (c.user_mask ? " user mask" : "");
   return s.str();
 }
@@ -271,6 +320,7 @@ void expect_oracle(const spec& c) {
     for (index_t h = 0; h < (c.per_token ? s.hkv : 1); ++h)
       ref::inject_nan_row(v.view, 0, c.nan_key, h);
   }
+  if (c.nan_query >= 0) q.view(0, 0, c.nan_query, 0) = std::numeric_limits<float>::quiet_NaN();
   const std::vector<QO> q_stored = ref::rounded<QO>(q);
   ref::tensor4 out = ref::filled<4>({s.b, s.nq, s.hq, s.dv}, c.mem, sentinel);
   std::vector<QO> out_stored = ref::rounded<QO>(out);
@@ -364,6 +414,48 @@ TYPED_TEST(Int8Test, DecodeGroupedHeadsInPlace) {
     for (const shape s : {shape{1, 1, 300, 32, 8, 128, 128}, shape{3, 1, 1000, 4, 1, 64, 64},
                           shape{1, 2, 515, 8, 2, 256, 256}, shape{2, 1, 77, 6, 3, 32, 40}})
       expect_oracle_both_masks<TypeParam>({s, false, per_token});
+}
+
+TYPED_TEST(Int8Test, DecodeHeadDimsOffTheIntegerKernelsStep) {
+  // The integer score kernel (AVX2, AVX-512BW) takes 2W channels a step:
+  // Dk = 24 and 136 end on a half step on AVX2, 48 and 80 on AVX-512.
+  for (const index_t d : {24, 48, 80, 136, 1024})
+    expect_oracle<TypeParam>({{2, 1, 150, 8, 2, d, d}});
+}
+
+TYPED_TEST(Int8Test, LargestIntegerDotProductsStayExact) {
+  // Every key -128 in all 512 W channels against a query of equal
+  // channels: each of the integer kernel's W int32 lanes sums 512 products,
+  // 128 * 512 * 32767, just under 2^31. The keys' scales differ, so a
+  // wrapped sum would move the weights.
+  ref::rng g(3);
+  const index_t nk = 100, d = 512 * static_cast<index_t>(TypeParam::width);
+  ref::tensor4 q = ref::filled<4>({1, 1, 4, d}, ref::bshd_memory, 0.05f);
+  ref::tensor4 k = ref::random<4>(g, {1, nk, 1, d}, ref::bshd_memory);
+  ref::tensor4 v = ref::random<4>(g, {1, nk, 1, d}, ref::bshd_memory);
+  int8_tensor k8(k, false, ref::bsh_memory), v8(v, false, ref::bsh_memory);
+  for (index_t j = 0; j < nk; ++j) {
+    k8.scale(0, j, 0) = 1e-3f * static_cast<float>(1 + j % 7);
+    for (index_t c = 0; c < d; ++c) {
+      k8.value_view(0, j, 0, c) = -128;
+      k.view(0, j, 0, c) = -128.0f * k8.scale(0, j, 0);
+    }
+  }
+  ref::tensor4 out = ref::filled<4>({1, 1, 4, d}, ref::bshd_memory, sentinel);
+  ref::tensor3 lse = ref::filled<3>({1, 1, 4}, ref::bsh_memory, sentinel);
+  attn::attention<TypeParam>(q.cview(), k8.cache(), v8.cache(), out.view, lse.view, {}, attn::openmp{2});
+  const ref::softmax_result expected = ref::softmax_attention(q.cview(), k.cview(), v.cview());
+  EXPECT_TRUE(ref::within_contract(out.cview(), lse.cview(), expected, {}));
+}
+
+TYPED_TEST(Int8Test, NanQueryReachesOnlyItsOwnRow) {
+  // A NaN query row keeps its kv head's tile off the integer kernel; the
+  // other rows of that head and the other heads stay exact.
+  spec joint{{1, 1, 300, 8, 2, 64, 64}}, alone{{2, 1, 200, 4, 1, 128, 128}};
+  joint.nan_query = 5;
+  alone.nan_query = 2;
+  expect_oracle<TypeParam>(joint);
+  expect_oracle<TypeParam>(alone);
 }
 
 TYPED_TEST(Int8Test, StridedValuesAndScales) {

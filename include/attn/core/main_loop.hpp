@@ -228,6 +228,11 @@ struct workspace {
   // 16-bit or int8 storage under the prefill kernels (widened once per tile
   // for all its query rows; the decode kernels widen as they load).
   bool pack_k, pack_v;
+  // Decode-shaped with int8 K on a backend with integer pair products: the
+  // queries are also kept rounded to int16 (round_queries), row stride
+  // int_stride (Dk padded to 2W).
+  bool int_dot;
+  index_t int_stride;
   index_t query_size;   // floats per kv head's packed queries
   index_t state_stride; // offset of kv head kv + 1's row state from kv's
   float* state;       // per kv head: queries; then m, l, alpha
@@ -236,6 +241,7 @@ struct workspace {
   float* vbuf;        // (tile_keys, Dvp) packed V rows, if needed
 
   static index_t padded(index_t n) { return static_cast<index_t>(scratch_carver::round_up(n)); }
+  index_t int_query_size() const { return padded(rows + 1) + padded(rows * int_stride / 2); }
 
   // gather: K and V rows are always copied into kbuf / vbuf (gathered tiles).
   // share: the kv heads may share one S^T tile (no score modifier, which
@@ -247,9 +253,11 @@ struct workspace {
         by_rows(rows < W && dk % W == 0 && W > 1),
         joint(by_rows && share && !gather && t.kv_heads > 1),
         pack_k(gather || packs_keys(p, by_rows)),
-        pack_v(gather || packs_values<B>(p, by_rows)) {
+        pack_v(gather || packs_values<B>(p, by_rows)),
+        int_dot(by_rows && quantized_element<typename P::k_type> && pair_products<B>),
+        int_stride(round_up(dk, 2 * W)) {
     ldq = joint ? round_up(t.kv_heads * rows, W) : rows <= W ? W : round_up(rows, B::score_query_vecs * W);
-    query_size = padded(by_rows ? rows * dk : dk * ldq);
+    query_size = padded(by_rows ? rows * dk : dk * ldq) + (int_dot ? int_query_size() : 0);
     state_stride = joint ? rows : 3 * padded(ldq);
     const index_t state_size = joint ? 3 * padded(ldq) : t.kv_heads * state_stride;
     // Tiles that may straddle two pages are gathered when they do.
@@ -265,6 +273,16 @@ struct workspace {
     vbuf = v_buffer ? carve.take(tile_keys * dvp) : nullptr;
   }
   float* queries(index_t kv) const { return state + kv * query_size; }  // (Dk, ldq) or (rows, Dk)
+  // After a kv head's float queries: their row scales, a flag (1: rounded),
+  // the int16 rows. Empty (values null) unless int_dot and rounded.
+  float* int_query_scales(index_t kv) const { return queries(kv) + padded(rows * dk); }
+  std::int16_t* int_query_values(index_t kv) const {
+    return reinterpret_cast<std::int16_t*>(int_query_scales(kv) + padded(rows + 1));
+  }
+  int16_queries int_queries(index_t kv) const {
+    if (!int_dot || int_query_scales(kv)[rows] == 0.0f) return {};
+    return {int_query_values(kv), int_stride, int_query_scales(kv)};
+  }
   float* m(index_t kv) const { return stats + kv * state_stride; }      // (ldq) running max
   float* l(index_t kv) const { return m(kv) + padded(ldq); }           // (ldq) running sum
   float* alpha(index_t kv) const { return l(kv) + padded(ldq); }       // (ldq) rescale
@@ -289,6 +307,10 @@ void pack_queries(const P& p, const tile_rows& t, const workspace<B>& ws) {
       const auto* src = p.q_row(t.b, t.position(tr), t.head(tr));
       for (index_t d = 0; d < ws.dk; ++d)
         q[d * d_stride + r * row_stride] = q_scale * to_float(src[d * p.q.stride[3]]);
+    }
+    if (ws.int_dot) {
+      float* scales = ws.int_query_scales(kv);
+      scales[ws.rows] = round_queries(q, ws.rows, ws.dk, ws.int_query_values(kv), ws.int_stride, ws.W, scales) ? 1.0f : 0.0f;
     }
     if (ws.joint && kv > 0) continue;  // one row state for all kv heads
     std::fill_n(ws.m(kv), ws.ldq, lowest_score);
@@ -404,12 +426,20 @@ void apply_v_scales(const P& p, index_t b, index_t j0, index_t keys, index_t g, 
 // (decode-shaped tiles), each key's scores scaled for int8 K: by the kernel
 // when its int8 rows are read in place (their scales then evenly strided),
 // after it when they were gathered as floats (widened unscaled).
+// int8 rows read in place take the integer kernel where the backend has
+// one and the queries could be rounded (iq.values set).
 template <class B, class P, class T>
 void score_rows_dot(const P& p, row_panel<T> k, index_t b, index_t j0, index_t keys, index_t g, index_t dk,
-                    const float* q, index_t rows, float* st, index_t ldq) {
+                    const float* q, int16_queries iq, index_t rows, float* st, index_t ldq) {
   if constexpr (quantized_element<T>) {
-    score_dot_tile<B>(k.data, k.stride, keys, dk, q, rows, st, ldq, &p.kv_scale(p.k_scales, b, j0, g),
-                      p.k_scales.stride[1]);
+    const float* scales = &p.kv_scale(p.k_scales, b, j0, g);
+    if constexpr (pair_products<B>) {
+      if (iq.values) {
+        score_dot_tile<B>(k.data, k.stride, keys, dk, iq, rows, st, ldq, scales, p.k_scales.stride[1]);
+        return;
+      }
+    }
+    score_dot_tile<B>(k.data, k.stride, keys, dk, q, rows, st, ldq, scales, p.k_scales.stride[1]);
   } else {
     score_dot_tile<B>(k.data, k.stride, keys, dk, q, rows, st, ldq);
     apply_k_scales(p, b, j0, keys, g, st, ldq, rows);
@@ -703,7 +733,7 @@ void attend_tile(const P& p, const Mask& mask, const Modifier& modifier,
 
         with_rows<B>(p, p.k, t.b, j0, keys, g, ws.pack_k, ws.kbuf, ws.dk, [&](auto k) {
           if (ws.by_rows) {
-            score_rows_dot<B>(p, k, t.b, j0, keys, g, ws.dk, ws.queries(kv), rows, sk, ldq);
+            score_rows_dot<B>(p, k, t.b, j0, keys, g, ws.dk, ws.queries(kv), ws.int_queries(kv), rows, sk, ldq);
           } else {
             score_tile<B>(k.data, k.stride, keys, ws.dk, ws.queries(kv), ldq, sk);
             apply_k_scales(p, t.b, j0, keys, g, sk, ldq, rows);
@@ -736,7 +766,7 @@ void attend_tile(const P& p, const Mask& mask, const Modifier& modifier,
           const index_t a = std::max(c, x.j0), b = std::min(c + step, x.j0 + x.keys);
           if (a >= b) continue;
           with_rows<B>(p, p.k, t.b, a, b - a, t.g0 + x.kv, ws.pack_k, ws.kbuf, ws.dk, [&](auto k) {
-            score_rows_dot<B>(p, k, t.b, a, b - a, t.g0 + x.kv, ws.dk, ws.queries(x.kv), rows,
+            score_rows_dot<B>(p, k, t.b, a, b - a, t.g0 + x.kv, ws.dk, ws.queries(x.kv), ws.int_queries(x.kv), rows,
                               x.st + (a - x.j0) * ldq, ldq);
           });
         }

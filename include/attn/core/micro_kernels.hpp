@@ -2,7 +2,12 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 
+#include <algorithm>
+#include <cmath>
+#include <concepts>
 #include <cstddef>
+#include <cstdint>
+#include <limits>
 #include <utility>
 
 #include "attn/core/element.hpp"
@@ -75,6 +80,91 @@ inline void value_block(const float* pt, index_t ldp,       // pt: (keys, Rows) 
     for (int c = 0; c < ColVecs; ++c) B::store(o + r * ldo + c * W, acc[r][c]);
 }
 
+// Stores the Rows x Keys dot products of a decode block into S^T (keys,
+// lds): st[c][r] = (the lanes of acc[r][c] summed) * key_scale[c] *
+// row_scale[r].
+template <class B, int Rows, int Keys>
+inline void store_dot_sums(const typename B::vec (&acc)[Rows][Keys], float* st, index_t lds,
+                           const float (&key_scale)[Keys], const float (&row_scale)[Rows]) {
+  using vec = typename B::vec;
+  constexpr index_t W = static_cast<index_t>(B::width);
+  if constexpr (requires(const vec* rows) { B::reduce_add_lanes(rows); }) {
+    // Reduced W accumulators at a time, lane i = c * Rows + r: S^T rows of
+    // the block come out contiguous.
+    constexpr int count = Rows * Keys;
+    constexpr int groups = (count + W - 1) / W;
+    alignas(64) float sums[groups * W];
+    for (int gi = 0; gi < groups; ++gi) {
+      vec rows[W];
+      for (int i = 0; i < W; ++i) {
+        const int f = gi * static_cast<int>(W) + i;
+        rows[i] = f < count ? acc[f % Rows][f / Rows] : B::zero();
+      }
+      B::store(sums + gi * W, B::reduce_add_lanes(rows));
+    }
+    for (int c = 0; c < Keys; ++c)
+      for (int r = 0; r < Rows; ++r) st[c * lds + r] = sums[c * Rows + r] * key_scale[c] * row_scale[r];
+  } else {
+    for (int r = 0; r < Rows; ++r)
+      for (int c = 0; c < Keys; ++c) st[c * lds + r] = B::reduce_add(acc[r][c]) * key_scale[c] * row_scale[r];
+  }
+}
+
+// Backends with integer pair products (xsimd on AVX2 and AVX-512BW).
+template <class B>
+concept pair_products = requires(const std::int8_t* k, const std::int16_t* q, typename B::pairs x) {
+  { B::zero_pairs() } -> std::same_as<typename B::pairs>;
+  { B::load_pairs(k) } -> std::same_as<typename B::pairs>;
+  { B::load_low_pairs(k) } -> std::same_as<typename B::pairs>;
+  { B::load_pairs(q) } -> std::same_as<typename B::pairs>;
+  { B::dot_pairs(x, x, x) } -> std::same_as<typename B::pairs>;
+  { B::sums_to_float(x) } -> std::same_as<typename B::vec>;
+};
+
+// Query rows rounded to int16 for the integer score kernel: row r is
+// values[r * stride, r * stride + stride) times scales[r], zero past Dk.
+struct int16_queries {
+  const std::int16_t* values;
+  index_t stride;
+  const float* scales;
+};
+
+// Rounds `rows` query rows q (rows, dk) to int16 (out: (rows, stride),
+// stride >= dk, zero padded) with one scale per row, max |q| / 32767; the
+// rounding (half a step, 2^-16 of the row's largest value) stays inside
+// fp32's error contract. The integer kernel sums a row's products with an
+// int8 key (|k| <= 128) in `lanes` int32 lanes, stride / lanes channels
+// each, exactly while stride / lanes <= 512 (128 * 512 * 32767 < 2^31).
+// False, and nothing usable, past that, or when a row is not finite or so
+// small that its scale would lose precision (max |q| < 2^-100): the float
+// kernel scores those tiles.
+inline bool round_queries(const float* q, index_t rows, index_t dk, std::int16_t* out, index_t stride,
+                          index_t lanes, float* scales) {
+  constexpr float limit = 32767.0f;
+  if (stride > 512 * lanes) return false;
+  for (index_t r = 0; r < rows; ++r) {
+    const float* row = q + r * dk;
+    float max = 0.0f;
+    for (index_t d = 0; d < dk; ++d) {
+      if (!std::isfinite(row[d])) return false;
+      max = std::max(max, std::abs(row[d]));
+    }
+    std::int16_t* values = out + r * stride;
+    std::fill(values + dk, values + stride, std::int16_t{0});
+    if (max == 0.0f) {
+      std::fill(values, values + dk, std::int16_t{0});
+      scales[r] = 0.0f;
+      continue;
+    }
+    if (max < 0x1p-100f) return false;
+    const float inv = limit / max;
+    for (index_t d = 0; d < dk; ++d)
+      values[d] = static_cast<std::int16_t>(std::clamp(std::nearbyint(row[d] * inv), -limit, limit));
+    scales[r] = max / limit;
+  }
+  return true;
+}
+
 // Decode-shaped tiles (a handful of query rows) waste most lanes of the
 // broadcast kernel above, so they take dot products along Dk instead:
 //   S^T[j][r] = sum over d of K[j][d] Q[r][d], vectors over d, reduced at the end,
@@ -105,26 +195,44 @@ inline void score_dot_block(const T* k, index_t k_stride, index_t dk,      // k:
     else
       scale[c] = 1.0f;
   }
-  if constexpr (requires(const vec* rows) { B::reduce_add_lanes(rows); }) {
-    // Reduced W accumulators at a time, lane i = c * Rows + r: S^T rows of
-    // the block come out contiguous.
-    constexpr int count = Rows * Keys;
-    constexpr int groups = (count + W - 1) / W;
-    alignas(64) float sums[groups * W];
-    for (int gi = 0; gi < groups; ++gi) {
-      vec rows[W];
-      for (int i = 0; i < W; ++i) {
-        const int f = gi * static_cast<int>(W) + i;
-        rows[i] = f < count ? acc[f % Rows][f / Rows] : B::zero();
-      }
-      B::store(sums + gi * W, B::reduce_add_lanes(rows));
+  float unit[Rows];
+  for (int r = 0; r < Rows; ++r) unit[r] = 1.0f;
+  store_dot_sums<B>(acc, st, lds, scale, unit);
+}
+
+// int8 keys against queries rounded to int16 (round_queries), on backends
+// with integer pair products (B::dot_pairs): the same S^T block as above,
+// the sums exact in int32 lanes (2W channels a step; a last step of W
+// channels reads only W int8 values, the queries' padding is 0), then
+// scaled by the key's and the query row's scales.
+template <class B, int Rows, int Keys>
+inline void score_dot_block(const std::int8_t* k, index_t k_stride, index_t dk,  // k: (Keys, dk)
+                            int16_queries q,                                     // (Rows, q.stride)
+                            float* st, index_t lds,                              // st: (Keys, lds)
+                            const float* key_scale, index_t scale_stride) {
+  using pairs = typename B::pairs;
+  constexpr index_t W = static_cast<index_t>(B::width);
+  pairs acc[Rows][Keys];
+  for (int r = 0; r < Rows; ++r)
+    for (int c = 0; c < Keys; ++c) acc[r][c] = B::zero_pairs();
+  auto step = [&](index_t d, auto load_keys) {
+    pairs kv[Keys];
+    for (int c = 0; c < Keys; ++c) kv[c] = load_keys(k + c * k_stride + d);
+    for (int r = 0; r < Rows; ++r) {
+      const pairs qv = B::load_pairs(q.values + r * q.stride + d);
+      for (int c = 0; c < Keys; ++c) acc[r][c] = B::dot_pairs(kv[c], qv, acc[r][c]);
     }
-    for (int c = 0; c < Keys; ++c)
-      for (int r = 0; r < Rows; ++r) st[c * lds + r] = sums[c * Rows + r] * scale[c];
-  } else {
-    for (int r = 0; r < Rows; ++r)
-      for (int c = 0; c < Keys; ++c) st[c * lds + r] = B::reduce_add(acc[r][c]) * scale[c];
-  }
+  };
+  index_t d = 0;
+  for (; d + 2 * W <= dk; d += 2 * W) step(d, [](const std::int8_t* p) { return B::load_pairs(p); });
+  if (d < dk) step(d, [](const std::int8_t* p) { return B::load_low_pairs(p); });
+  typename B::vec sums[Rows][Keys];
+  for (int r = 0; r < Rows; ++r)
+    for (int c = 0; c < Keys; ++c) sums[r][c] = B::sums_to_float(acc[r][c]);
+  float scale[Keys], row_scale[Rows];
+  for (int c = 0; c < Keys; ++c) scale[c] = key_scale[c * scale_stride];
+  for (int r = 0; r < Rows; ++r) row_scale[r] = q.scales[r];
+  store_dot_sums<B>(sums, st, lds, scale, row_scale);
 }
 
 // Calls f(std::integral_constant<int, n>) for a runtime n in [1, Max]
@@ -268,6 +376,19 @@ inline void score_dot_tile(const T* k, index_t k_stride, index_t keys, index_t d
       score_dot_block<B, decltype(rows_n)::value, decltype(n)::value>(
           k + j * k_stride, k_stride, dk, q + r * dk, dk, st + j * lds + r, lds,
           quantized_element<T> ? key_scale + j * scale_stride : nullptr, scale_stride);
+    });
+  });
+}
+
+// The same over queries rounded to int16 (B::dot_pairs backends, int8 K).
+template <class B>
+inline void score_dot_tile(const std::int8_t* k, index_t k_stride, index_t keys, index_t dk, int16_queries q,
+                           index_t rows, float* st, index_t lds, const float* key_scale, index_t scale_stride) {
+  for_each_block<B::dot_rows>(rows, [&](index_t r, auto rows_n) {
+    const int16_queries block{q.values + r * q.stride, q.stride, q.scales + r};
+    for_each_block<B::dot_keys>(keys, [&](index_t j, auto n) {
+      score_dot_block<B, decltype(rows_n)::value, decltype(n)::value>(
+          k + j * k_stride, k_stride, dk, block, st + j * lds + r, lds, key_scale + j * scale_stride, scale_stride);
     });
   });
 }
