@@ -425,9 +425,9 @@ void apply_v_scales(const P& p, index_t b, index_t j0, index_t keys, index_t g, 
 // S^T (keys, ldq) of keys [j0, j0 + keys) of kv head g by dot products
 // (decode-shaped tiles), each key's scores scaled for int8 K: by the kernel
 // when its int8 rows are read in place (their scales then evenly strided),
-// after it when they were gathered as floats (widened unscaled).
-// int8 rows read in place take the integer kernel where the backend has
-// one and the queries could be rounded (iq.values set).
+// after it when they were gathered as floats (widened unscaled). int8 rows
+// read in place take the integer kernel where the backend has one and the
+// queries could be rounded (iq.values set).
 template <class B, class P, class T>
 void score_rows_dot(const P& p, row_panel<T> k, index_t b, index_t j0, index_t keys, index_t g, index_t dk,
                     const float* q, int16_queries iq, index_t rows, float* st, index_t ldq) {

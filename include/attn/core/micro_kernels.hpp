@@ -110,7 +110,8 @@ inline void store_dot_sums(const typename B::vec (&acc)[Rows][Keys], float* st, 
   }
 }
 
-// Backends with integer pair products (xsimd on AVX2 and AVX-512BW).
+// Backends with integer pair products (xsimd on AVX2; backend/xsimd.hpp says
+// why not AVX-512).
 template <class B>
 concept pair_products = requires(const std::int8_t* k, const std::int16_t* q, typename B::pairs x) {
   { B::zero_pairs() } -> std::same_as<typename B::pairs>;
