@@ -417,8 +417,8 @@ TYPED_TEST(Int8Test, DecodeGroupedHeadsInPlace) {
 }
 
 TYPED_TEST(Int8Test, DecodeHeadDimsOffTheIntegerKernelsStep) {
-  // The integer score kernel (AVX2, AVX-512BW) takes 2W channels a step:
-  // Dk = 24 and 136 end on a half step on AVX2, 48 and 80 on AVX-512.
+  // The integer score kernel (AVX2) takes 16 channels a step: Dk = 24 and
+  // 136 end on a half step; 48 and 80 are whole steps of other widths.
   for (const index_t d : {24, 48, 80, 136, 1024})
     expect_oracle<TypeParam>({{2, 1, 150, 8, 2, d, d}});
 }

@@ -310,7 +310,8 @@ void pack_queries(const P& p, const tile_rows& t, const workspace<B>& ws) {
     }
     if (ws.int_dot) {
       float* scales = ws.int_query_scales(kv);
-      scales[ws.rows] = round_queries(q, ws.rows, ws.dk, ws.int_query_values(kv), ws.int_stride, ws.W, scales) ? 1.0f : 0.0f;
+      const bool rounded = round_queries(q, ws.rows, ws.dk, ws.int_query_values(kv), ws.int_stride, ws.W, scales);
+      scales[ws.rows] = rounded ? 1.0f : 0.0f;
     }
     if (ws.joint && kv > 0) continue;  // one row state for all kv heads
     std::fill_n(ws.m(kv), ws.ldq, lowest_score);

@@ -150,15 +150,10 @@ inline bool round_queries(const float* q, index_t rows, index_t dk, std::int16_t
       if (!std::isfinite(row[d])) return false;
       max = std::max(max, std::abs(row[d]));
     }
+    if (max > 0.0f && max < 0x1p-100f) return false;
     std::int16_t* values = out + r * stride;
     std::fill(values + dk, values + stride, std::int16_t{0});
-    if (max == 0.0f) {
-      std::fill(values, values + dk, std::int16_t{0});
-      scales[r] = 0.0f;
-      continue;
-    }
-    if (max < 0x1p-100f) return false;
-    const float inv = limit / max;
+    const float inv = max > 0.0f ? limit / max : 0.0f;  // a zero row: zeros, scale 0
     for (index_t d = 0; d < dk; ++d)
       values[d] = static_cast<std::int16_t>(std::clamp(std::nearbyint(row[d] * inv), -limit, limit));
     scales[r] = max / limit;
