@@ -53,6 +53,11 @@ struct grid_tensor {
   attn::strided_view<const float, N> cview() const { return view; }
 };
 
+const char* kernel_name(attn::detail::neighborhood_kernel k) {
+  using kernel = attn::detail::neighborhood_kernel;
+  return k == kernel::tiles ? "tiles" : k == kernel::offsets ? "offsets" : "segments (or offsets where they do not apply)";
+}
+
 // out and lse against the oracle's result, read through their strided views.
 template <std::size_t R, std::size_t N>
 void expect_matches(index_t batch, const std::array<index_t, R>& length, index_t hq, index_t d,
@@ -101,8 +106,8 @@ void check(index_t batch, const std::array<index_t, R>& length, index_t hq, inde
   // The public entry (its own choice of kernel), then each kernel forced.
   using kernel = attn::detail::neighborhood_kernel;
   for (const std::optional<kernel> forced : {std::optional<kernel>{}, std::optional{kernel::tiles},
-                                             std::optional{kernel::offsets}}) {
-    SCOPED_TRACE(!forced ? "chosen kernel" : *forced == kernel::tiles ? "tiles" : "offsets");
+                                             std::optional{kernel::offsets}, std::optional{kernel::segments}}) {
+    SCOPED_TRACE(!forced ? "chosen kernel" : kernel_name(*forced));
     grid_tensor<N> out(g, extent(hq, d), 1, false);
     std::array<index_t, N - 1> lse_extent{};
     for (std::size_t i = 0; i + 1 < N; ++i) lse_extent[i] = extent(hq, d)[i];
@@ -192,8 +197,8 @@ void check_stored(const std::array<index_t, R>& length, index_t hq, index_t hkv,
   attn::neighborhood_options<R> opt;
   opt.dims = dims;
   using kernel = attn::detail::neighborhood_kernel;
-  for (const kernel forced : {kernel::tiles, kernel::offsets}) {
-    SCOPED_TRACE(forced == kernel::tiles ? "tiles" : "offsets");
+  for (const kernel forced : {kernel::tiles, kernel::offsets, kernel::segments}) {
+    SCOPED_TRACE(kernel_name(forced));
     grid_tensor<N> out(g, extent(hq), 1, false);
     stored_grid<O, N> out16(out);
     std::array<index_t, N - 1> lse_extent{};
@@ -212,6 +217,60 @@ TYPED_TEST(NeighborhoodTest, StoredIn16Bits) {
   check_stored<TypeParam, 2, bfloat16, float16, bfloat16, float16>(
       {13, 17}, 4, 2, 16, {neighborhood_dim{5, 2}, neighborhood_dim{4, 1, 2, true}});
   check_stored<TypeParam, 1, bfloat16, float16, bfloat16, float16>({40}, 2, 2, 32, {neighborhood_dim{9}});
+}
+
+// NaN isolation on every kernel: a NaN key (or value) at one token makes
+// exactly the rows whose windows hold that token NaN; every other row is
+// finite and equals the oracle. A NaN value alone also covers the values'
+// masked pairs (p = 0 times NaN must not reach a row that never sees it).
+template <class Backend>
+void check_nan_isolation(bool nan_key, const std::array<index_t, 2>& at) {
+  const std::array<index_t, 2> length{11, 19};
+  const std::array<neighborhood_dim, 2> dims{neighborhood_dim{5}, neighborhood_dim{7}};
+  constexpr index_t h = 2, d = 16;
+  ref::rng g{61};
+  const std::array<index_t, 5> extent{1, length[0], length[1], h, d};
+  const grid_tensor<5> q(g, extent, 0), clean_k(g, extent, 1), clean_v(g, extent, 0);
+  grid_tensor<5> k = clean_k, v = clean_v;
+  k.view.data = k.storage.data();
+  v.view.data = v.storage.data();
+  grid_tensor<5>& poisoned = nan_key ? k : v;
+  for (index_t hh = 0; hh < h; ++hh)
+    for (index_t c = 0; c < d; ++c)
+      poisoned.view.data[at[0] * poisoned.view.stride[1] + at[1] * poisoned.view.stride[2] +
+                         hh * poisoned.view.stride[3] + c] = std::nanf("");
+  const ref::softmax_result want = ref::neighborhood_attention<2>(q.cview(), clean_k.cview(), clean_v.cview(), dims);
+  attn::neighborhood_options<2> opt;
+  opt.dims = dims;
+  using kernel = attn::detail::neighborhood_kernel;
+  for (const kernel forced : {kernel::tiles, kernel::offsets, kernel::segments}) {
+    SCOPED_TRACE(std::string(kernel_name(forced)) + (nan_key ? " NaN key" : " NaN value"));
+    grid_tensor<5> out(g, extent, 0, false);
+    attn::detail::neighborhood_run<Backend>(q.cview(), k.cview(), v.cview(), out.view, {}, opt, attn::serial{},
+                                            forced);
+    for (index_t y = 0; y < length[0]; ++y)
+      for (index_t x = 0; x < length[1]; ++x) {
+        const bool sees = attn::neighborhood_allows(dims[0], length[0], y, at[0]) &&
+                          attn::neighborhood_allows(dims[1], length[1], x, at[1]);
+        for (index_t hh = 0; hh < h; ++hh)
+          for (index_t c = 0; c < d; ++c) {
+            const float got = out.view.data[y * out.view.stride[1] + x * out.view.stride[2] + hh * d + c];
+            if (sees) {
+              ASSERT_TRUE(std::isnan(got)) << "query (" << y << ", " << x << ") sees the NaN token";
+            } else {
+              const double ref_value = want.out[want.row_index(0, y * length[1] + x, hh) * d + c];
+              ASSERT_NEAR(got, ref_value, 1e-4) << "query (" << y << ", " << x << ") never sees the NaN token";
+            }
+          }
+      }
+  }
+}
+
+TYPED_TEST(NeighborhoodTest, NanReachesOnlyTheWindowsHoldingIt) {
+  for (const bool nan_key : {true, false}) {
+    check_nan_isolation<TypeParam>(nan_key, {5, 9});   // inside
+    check_nan_isolation<TypeParam>(nan_key, {0, 18});  // a corner: windows shifted inwards
+  }
 }
 
 TEST(Neighborhood, Float16KeysAndValuesUnderFloatQueries) {

@@ -337,6 +337,69 @@ inline void offset_value_block(const float* const* pt, const offset_run* runs, i
     for (int c = 0; c < Channels; ++c) B::store(ot[q] + c * W, acc[q][c]);
 }
 
+// Segment micro-kernels (neighborhood attention, variant/neighborhood.hpp):
+// T queries consecutive along a grid row share the keys of their windows'
+// union in each window row, a run of NV * W keys that whole vectors hold
+// (keys packed transposed as for the offset kernels, so one channel of the
+// run is NV * W consecutive floats); the queries are broadcast, a GEMM-shaped
+// block with no unaligned load per offset. G window rows at a time keep
+// G * T * NV accumulators in flight.
+//
+//   scores: s[t][g * NV * W + j] = sum over d of q[t][d] kt[g][d * pitch + j], j < NV * W
+template <class B, int G, int T, int NV>
+inline void segment_score_block(const float* q, index_t dk,              // q: (T, dk)
+                                const float* const* kt, index_t pitch,   // kt[g]: (dk, pitch)
+                                float* s, index_t lds) {                 // s: (T, lds)
+  using vec = typename B::vec;
+  constexpr index_t W = static_cast<index_t>(B::width);
+  vec acc[G][T][NV];
+  for (int g = 0; g < G; ++g)
+    for (int t = 0; t < T; ++t)
+      for (int v = 0; v < NV; ++v) acc[g][t][v] = B::zero();
+  for (index_t d = 0; d < dk; ++d) {
+    vec kv[G][NV];
+    for (int g = 0; g < G; ++g)
+      for (int v = 0; v < NV; ++v) kv[g][v] = B::load(kt[g] + d * pitch + v * W);
+    for (int t = 0; t < T; ++t) {
+      const vec qb = B::broadcast(q[t * dk + d]);
+      for (int g = 0; g < G; ++g)
+        for (int v = 0; v < NV; ++v) acc[g][t][v] = B::fma(qb, kv[g][v], acc[g][t][v]);
+    }
+  }
+  for (int g = 0; g < G; ++g)
+    for (int t = 0; t < T; ++t)
+      for (int v = 0; v < NV; ++v) B::store(s + t * lds + (g * NV + v) * W, acc[g][t][v]);
+}
+
+//   values: o[t][c] += sum over w and j < keys of p[t][w * run + j] v[w][j * v_stride + column + c],
+// c < CV * W. All window rows in one call, so the accumulators are loaded and
+// stored once per segment and column block.
+template <class B, int T, int CV, class V>
+inline void segment_value_block(const float* p, index_t ldp, index_t run,      // p: (T, ldp)
+                                const V* const* v, index_t column,              // v[w]: (keys, v_stride)
+                                index_t rows, index_t keys, index_t v_stride,   //
+                                float* o, index_t ldo) {                        // o: (T, CV * W)
+  using vec = typename B::vec;
+  constexpr index_t W = static_cast<index_t>(B::width);
+  vec acc[T][CV];
+  for (int t = 0; t < T; ++t)
+    for (int c = 0; c < CV; ++c) acc[t][c] = B::load(o + t * ldo + c * W);
+  for (index_t w = 0; w < rows; ++w) {
+    const V* vw = v[w] + column;
+    const float* pw = p + w * run;
+    for (index_t j = 0; j < keys; ++j) {
+      vec vv[CV];
+      for (int c = 0; c < CV; ++c) vv[c] = B::load(vw + j * v_stride + c * W);
+      for (int t = 0; t < T; ++t) {
+        const vec pb = B::broadcast(pw[t * ldp + j]);
+        for (int c = 0; c < CV; ++c) acc[t][c] = B::fma(pb, vv[c], acc[t][c]);
+      }
+    }
+  }
+  for (int t = 0; t < T; ++t)
+    for (int c = 0; c < CV; ++c) B::store(o + t * ldo + c * W, acc[t][c]);
+}
+
 // S^T tile: st (keys, ldq) = K tile (keys, dk) . Q^T (dk, ldq).
 // ldq is a multiple of W (the packed query tile); a tile narrower than the
 // blocking (decode: one GQA group) runs a narrower instantiation.

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 #include <numbers>
+#include <utility>
 
 #include "attn/core/tensor.hpp"
 
@@ -45,6 +46,26 @@ inline void softmax_update(float* st, index_t keys, index_t ldq,  // st: (keys, 
     B::store(alpha + c, a);
     B::store(l + c, B::fma(B::load(l + c), a, sum));
   }
+}
+
+// A whole row of n scores at once (no running state; n a multiple of W):
+// s <- p = exp2(s - m) with m = max(row max, lowest_score), so a row of
+// -inf gives p = 0 and l = 0; returns {m, l = sum of p}.
+template <class B>
+inline std::pair<float, float> softmax_row(float* s, index_t n) {
+  using vec = typename B::vec;
+  constexpr index_t W = static_cast<index_t>(B::width);
+  vec row_max = B::broadcast(lowest_score);
+  for (index_t j = 0; j < n; j += W) row_max = B::max(row_max, B::load(s + j));
+  const float m = B::reduce_max(row_max);
+  const vec mv = B::broadcast(m);
+  vec sum = B::zero();
+  for (index_t j = 0; j < n; j += W) {
+    const vec p = B::exp2(B::sub(B::load(s + j), mv));
+    B::store(s + j, p);
+    sum = B::add(sum, p);
+  }
+  return {m, B::reduce_add(sum)};
 }
 
 // row <- factor * row over n floats (whole vectors, then a scalar tail).

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -491,6 +492,28 @@ class neighborhood_panels {
   neighborhood_keys window(std::size_t d, const group& gr, index_t c) const {
     return neighborhood_window(dims_[d], length_[d], c * dims_[d].dilation + gr.offset[d]);
   }
+  // The outer rows (flat within the group, row-major, so sorted) of the
+  // window of a query at outer group coordinates c (the last one unused).
+  void window_rows(const group& gr, const coords& c, std::vector<index_t>& rows) const {
+    rows.clear();
+    coords lo{}, hi{}, w{};
+    for (std::size_t d = 0; d + 1 < R; ++d) {
+      const neighborhood_keys win = window(d, gr, c[d]);
+      lo[d] = w[d] = win.first;
+      hi[d] = win.last;
+    }
+    do {
+      index_t n = 0;
+      for (std::size_t d = 0; d + 1 < R; ++d) n = n * gr.members[d] + w[d];
+      rows.push_back(n);
+      std::size_t d = R - 1;
+      while (d-- > 0) {
+        if (++w[d] < hi[d]) break;
+        w[d] = lo[d];
+      }
+      if (d == static_cast<std::size_t>(-1)) break;
+    } while (true);
+  }
   template <class View>
   index_t last_step(const View& x) const { return dims_[R - 1].dilation * x.stride[R]; }
   // Element offset of group coordinates c (batch and head excluded) in a
@@ -508,6 +531,24 @@ class neighborhood_panels {
   index_t pad_, rows_ = 0, floats_ = 0;
   std::vector<group> groups_;
 };
+
+// A work item of the panel kernels (offsets, segments): one head, one chunk
+// of a panel row, items numbered head-minor so that the query and output rows
+// of a token (all heads) are read and written by consecutive items.
+struct panel_item {
+  index_t b, row, chunk, h;  // row: of all groups' rows (neighborhood_panels::rows)
+};
+inline panel_item locate_panel_item(std::size_t item, index_t heads, index_t chunks, index_t rows) {
+  index_t rest = static_cast<index_t>(item);
+  panel_item it;
+  it.h = rest % heads;
+  rest /= heads;
+  it.chunk = rest % chunks;
+  rest /= chunks;
+  it.row = rest % rows;
+  it.b = rest / rows;
+  return it;
+}
 
 // Copies a (B, grid..., H, C) view into its panels (zero padding), as
 // floats whatever its storage type.
@@ -533,6 +574,27 @@ void pack_panels(const neighborhood_panels<R>& layout, const View& x, float* pac
       std::fill(dst + pad + members, dst + gr.pitch, 0.0f);
     }
   });
+}
+
+// Whether every value of a (B, grid..., H, C) view is finite (one pass, no
+// copy; C a whole number of vectors with unit stride). Masked pairs have
+// p = 0, but 0 * NaN is NaN: the kernels that multiply a masked pair's value
+// (the union of several queries' windows) skip p = 0 pairs explicitly when
+// it is not.
+template <class B, std::size_t R, class View>
+bool all_values_finite(const neighborhood_panels<R>& layout, const View& v, const auto& exec) {
+  constexpr std::size_t N = R + 3;
+  const index_t heads = v.extent[N - 2], rows = layout.rows(), step = layout.last_step(v);
+  std::atomic<bool> finite{true};
+  exec.parallel_for(static_cast<std::size_t>(v.extent[0] * rows * heads), [&](std::size_t item) {
+    const index_t h = static_cast<index_t>(item) % heads, br = static_cast<index_t>(item) / heads;
+    const index_t b = br / rows, r = br % rows;
+    const auto& gr = layout.group_of_row(r);
+    const auto* row = v.data + b * v.stride[0] + h * v.stride[N - 2] +
+                      layout.grid_offset(v, gr, layout.outer(gr, r - gr.first_row));
+    if (!tile_is_finite<B>(row, step, gr.members[R - 1], v.extent[N - 1])) finite = false;
+  });
+  return finite;
 }
 
 // Neighborhood attention by the offset micro-kernels. A query vector is W
@@ -571,6 +633,17 @@ void neighborhood_offsets(strided_view<const QStored, N> q, strided_view<const K
 
   const float* kt_all = kp.data();
   const float* vt_all = vp.data();
+  // Whether every packed value is finite (see all_values_finite), a slot
+  // (batch, kv head) at a time.
+  std::atomic<bool> values_finite{true};
+  exec.parallel_for(static_cast<std::size_t>(batch * hkv), [&](std::size_t slot) {
+    const index_t n = layout.slot(dv), whole = n / W * W;
+    const float* x = vt_all + static_cast<index_t>(slot) * n;
+    bool finite = tile_is_finite<B>(x, 0, 1, whole);
+    for (index_t i = whole; i < n; ++i) finite = finite && std::isfinite(x[i]);
+    if (!finite) values_finite = false;
+  });
+  const bool finite = values_finite;
   const index_t rows = layout.rows(), pad = layout.pad();
   // Bands run along dimension R - 2 (lines of `line` rows); rank 1 has one
   // row per group.
@@ -584,16 +657,10 @@ void neighborhood_offsets(strided_view<const QStored, N> q, strided_view<const K
   constexpr index_t vectors_per_item = 8;
   const index_t chunks = ceil_div(most_vectors, vectors_per_item);
   const float qscale = scale * log2e;
-  // Items go head-minor, so that the query and output rows of a token (all
-  // heads) are read and written by consecutive items; a row that does not
-  // start a band starts no item of its own.
+  // A row that does not start a band starts no item of its own.
   exec.parallel_for(static_cast<std::size_t>(batch * rows * chunks * hq), [&](std::size_t item) {
-    index_t rest = static_cast<index_t>(item);
-    const index_t h = rest % hq;
-    rest /= hq;
-    const index_t chunk = rest % chunks;
-    rest /= chunks;
-    const index_t r = rest % rows, b = rest / rows, kvh = h / group;
+    const auto [b, r, chunk, h] = locate_panel_item(item, hq, chunks, rows);
+    const index_t kvh = h / group;
     const auto& gr = layout.group_of_row(r);
     const index_t row = r - gr.first_row, line = line_of(gr), members = gr.members[R - 1];
     if (row % line % band_rows != 0) return;
@@ -608,24 +675,7 @@ void neighborhood_offsets(strided_view<const QStored, N> q, strided_view<const K
     thread_local std::vector<index_t> window[band_rows];
     for (int p = 0; p < band; ++p) {
       c[p] = layout.outer(gr, row + p);
-      window[p].clear();
-      std::array<index_t, R> lo{}, hi{}, w{};
-      for (std::size_t d = 0; d + 1 < R; ++d) {
-        const neighborhood_keys win = layout.window(d, gr, c[p][d]);
-        lo[d] = w[d] = win.first;
-        hi[d] = win.last;
-      }
-      do {
-        index_t n = 0;
-        for (std::size_t d = 0; d + 1 < R; ++d) n = n * gr.members[d] + w[d];
-        window[p].push_back(n);
-        std::size_t d = R - 1;
-        while (d-- > 0) {
-          if (++w[d] < hi[d]) break;
-          w[d] = lo[d];
-        }
-        if (d == static_cast<std::size_t>(-1)) break;
-      } while (true);
+      layout.window_rows(gr, c[p], window[p]);
     }
     // The band's window rows, each with the range of query rows [first,
     // first + count) that hold it, grouped by that range: (first, count,
@@ -757,16 +807,31 @@ void neighborhood_offsets(strided_view<const QStored, N> q, strided_view<const K
                shared[w1].count == shared[w0].count)
           ++w1;
         const int first = shared[w0].first;
-        with_count<band_rows>(shared[w0].count, [&](auto qn) {
-          constexpr int Q = decltype(qn)::value;
-          for_each_even_block<std::max(1, budget / Q)>(dv, [&](index_t c0, auto n) {
-            float* o[Q];
-            for (int j = 0; j < Q; ++j) o[j] = ot[first + j] + c0 * W;
-            offset_value_block<B, Q, decltype(n)::value>(&st[first], &v_runs[w0],
-                                                        static_cast<index_t>(w1 - w0),
-                                                        vt + c0 * gr.pitch, gr.pitch, o, true);
+        if (finite) {
+          with_count<band_rows>(shared[w0].count, [&](auto qn) {
+            constexpr int Q = decltype(qn)::value;
+            for_each_even_block<std::max(1, budget / Q)>(dv, [&](index_t c0, auto n) {
+              float* o[Q];
+              for (int j = 0; j < Q; ++j) o[j] = ot[first + j] + c0 * W;
+              offset_value_block<B, Q, decltype(n)::value>(&st[first], &v_runs[w0],
+                                                          static_cast<index_t>(w1 - w0),
+                                                          vt + c0 * gr.pitch, gr.pitch, o, true);
+            });
           });
-        });
+        } else {  // masked pairs (p = 0) skipped: 0 * NaN would reach a lane that never sees it
+          for (std::size_t w = w0; w < w1; ++w)
+            for (int j = 0; j < shared[w0].count; ++j) {
+              const offset_run& vr = v_runs[w];
+              const float* pt = st[first + j] + vr.row[j] * W;
+              for (index_t e = 0; e < vr.count; ++e)
+                for (index_t i = 0; i < W; ++i) {
+                  const float p = pt[e * W + i];
+                  if (p == 0.0f) continue;
+                  for (index_t d = 0; d < dv; ++d)
+                    ot[first + j][d * W + i] += p * vt[d * gr.pitch + vr.start + e + i];
+                }
+            }
+        }
         w0 = w1;
       }
       for (int p = 0; p < band; ++p)
@@ -783,10 +848,197 @@ void neighborhood_offsets(strided_view<const QStored, N> q, strided_view<const K
   });
 }
 
-// The two kernels: query tiles over the core's GEMM micro-kernels (any
-// window; they compute the union of a tile's windows), or the offset
-// micro-kernels (exact windows; the whole window's scores in one tile).
-enum class neighborhood_kernel { tiles, offsets };
+// The segment kernel's shapes: up to segment_queries queries a segment, the
+// union of their windows along the last dimension in up to segment_vectors
+// vectors of keys.
+inline constexpr int segment_queries = 4;
+inline constexpr int segment_vectors = 3;
+// Queries per work item along a grid row (a few segments).
+inline constexpr index_t segment_chunk = 64;
+
+// Queries a segment takes: the most (up to segment_queries) whose union of
+// windows, K + T - 1 keys inside the grid with stride 1, needs no more key
+// vectors than one query's window (K = 13 on AVX2: 4 queries, 16 keys; K = 7:
+// 2 queries, 8 keys, the rest of the register budget going to window rows).
+template <class B>
+int segment_width(index_t kernel) {
+  constexpr index_t W = static_cast<index_t>(B::width);
+  int t = 1;
+  while (t < segment_queries && ceil_div(t + 1 + kernel - 1, W) == ceil_div(kernel, W)) ++t;
+  return t;
+}
+
+// Whether the segment kernel applies: one query's window along the last
+// dimension within segment_vectors vectors, and values it can read in place
+// (unit channel stride, whole vectors).
+template <class B, std::size_t R, class V, std::size_t N>
+bool segments_apply(const std::array<neighborhood_dim, R>& dims, const strided_view<const V, N>& v) {
+  constexpr index_t W = static_cast<index_t>(B::width);
+  return dims[R - 1].kernel <= segment_vectors * W && v.stride[N - 1] == 1 && v.extent[N - 1] % W == 0;
+}
+
+// Neighborhood attention by the segment micro-kernel (segment_score_block).
+// A work item is up to segment_chunk queries of one head along one grid row,
+// taken T at a time: a segment's queries share their window rows (the grid
+// rows of their windows in the other dimensions) and, in each, the union of
+// their windows along the last one, NV vectors of keys loaded whole from the
+// transposed key panels and multiplied by broadcast queries, a GEMM-shaped
+// block instead of one unaligned load per offset. A query's scores (window
+// rows x NV W keys) then lose the pairs outside its own window, get one
+// softmax (no running state: the whole window is there), and the values are
+// read in place, all window rows in one P V call per column block.
+template <class B, std::size_t N, std::size_t R, class QStored, class KStored, class VStored, class OStored>
+void neighborhood_segments(strided_view<const QStored, N> q, strided_view<const KStored, N> k,
+                           strided_view<const VStored, N> v, strided_view<OStored, N> out,
+                           strided_view<float, N - 1> lse, const std::array<neighborhood_dim, R>& dims, float scale,
+                           const auto& exec) {
+  constexpr index_t W = static_cast<index_t>(B::width);
+  constexpr float removed = -std::numeric_limits<float>::infinity();
+  const index_t batch = q.extent[0], hq = q.extent[N - 2], dk = q.extent[N - 1], hkv = k.extent[N - 2],
+                dv = v.extent[N - 1], group = hq / hkv;
+  std::array<index_t, R> length{};
+  for (std::size_t d = 0; d < R; ++d) length[d] = q.extent[d + 1];
+  const neighborhood_panels<R> layout(length, dims, W);
+  thread_local std::vector<float> kp;  // lives on between calls, as the other kernels' copies
+  if (kp.size() < static_cast<std::size_t>(batch * hkv * layout.slot(dk)))
+    kp.resize(static_cast<std::size_t>(batch * hkv * layout.slot(dk)));
+  pack_panels(layout, k, kp.data(), exec);
+  const float* kt_all = kp.data();  // the calling thread's copy (kp names each thread's own)
+
+  const index_t rows = layout.rows(), pad = layout.pad();
+  const index_t vstep = layout.last_step(v);  // between values consecutive along a row
+  const bool finite = all_values_finite<B>(layout, v, exec);
+
+  index_t most = 0;
+  for (const auto& gr : layout.groups()) most = std::max(most, gr.members[R - 1]);
+  const index_t chunks = ceil_div(most, segment_chunk);
+  const int widest = segment_width<B>(dims[R - 1].kernel);
+  const float qscale = scale * log2e;
+  exec.parallel_for(static_cast<std::size_t>(batch * rows * chunks * hq), [&](std::size_t item) {
+    const auto [b, r, chunk, h] = locate_panel_item(item, hq, chunks, rows);
+    const index_t kvh = h / group;
+    const auto& gr = layout.group_of_row(r);
+    const index_t members = gr.members[R - 1];
+    const index_t u_begin = chunk * segment_chunk;
+    if (u_begin >= members) return;
+    const index_t u_end = std::min(members, u_begin + segment_chunk);
+
+    // The item's window rows (row-major, flat within the group).
+    std::array<index_t, R> c = layout.outer(gr, r - gr.first_row);
+    thread_local std::vector<index_t> window;
+    layout.window_rows(gr, c, window);
+    const index_t wrows = static_cast<index_t>(window.size()), most_keys = segment_vectors * W;
+    scratch_carver carve(thread_scratch().floats(
+        scratch_carver::round_up(static_cast<std::size_t>(segment_queries * dk)) +
+        scratch_carver::round_up(static_cast<std::size_t>(segment_queries * wrows * most_keys)) +
+        scratch_carver::round_up(static_cast<std::size_t>(segment_queries * dv))));
+    float* qrows = carve.take(static_cast<std::size_t>(segment_queries * dk));  // (T, dk)
+    float* s = carve.take(static_cast<std::size_t>(segment_queries * wrows * most_keys));  // (T, window keys)
+    float* o = carve.take(static_cast<std::size_t>(segment_queries * dv));  // (T, dv)
+    // Per window row: its value row at the last coordinate 0, then at the
+    // segment's first key.
+    thread_local std::vector<index_t> vbase;
+    thread_local std::vector<const VStored*> vrows;
+    vbase.resize(window.size());
+    vrows.resize(window.size());
+    for (std::size_t w = 0; w < window.size(); ++w)
+      vbase[w] = layout.grid_offset(v, gr, layout.outer(gr, window[w]));
+    const float* kt_slot = kt_all + (b * hkv + kvh) * layout.slot(dk) + dk * gr.first;
+    const QStored* qh = q.data + b * q.stride[0] + h * q.stride[N - 2];
+    const VStored* vh = v.data + b * v.stride[0] + kvh * v.stride[N - 2];
+    OStored* oh = out.data + b * out.stride[0] + h * out.stride[N - 2];
+
+    for (index_t u0 = u_begin; u0 < u_end;) {
+      // The segment's queries, their windows along the last dimension and
+      // the union [xlo, xhi): fewer queries where a stride or the border
+      // widens the union past segment_vectors vectors.
+      int count = static_cast<int>(std::min<index_t>(widest, u_end - u0));
+      index_t first[segment_queries], last[segment_queries], xlo, xhi;
+      while (true) {
+        xlo = std::numeric_limits<index_t>::max();
+        xhi = std::numeric_limits<index_t>::min();
+        for (int t = 0; t < count; ++t) {
+          const neighborhood_keys win = layout.window(R - 1, gr, u0 + t);
+          first[t] = win.first;
+          last[t] = win.last;
+          xlo = std::min(xlo, first[t]);
+          xhi = std::max(xhi, last[t]);
+        }
+        if (xhi - xlo <= most_keys || count == 1) break;
+        --count;
+      }
+      const index_t nv = ceil_div(xhi - xlo, W), run = nv * W;  // keys per window row
+      const index_t lds = wrows * run;                           // a query's scores
+      for (int t = 0; t < count; ++t) {
+        c[R - 1] = u0 + t;
+        const QStored* src = qh + layout.grid_offset(q, gr, c);
+        for (index_t d = 0; d < dk; ++d) qrows[t * dk + d] = to_float(src[d * q.stride[N - 1]]) * qscale;
+      }
+      // Scores (query; window row, key), then the pairs outside each
+      // query's own window removed.
+      with_count<segment_queries>(count, [&](auto tn) {
+        with_count<segment_vectors>(static_cast<int>(nv), [&](auto vn) {
+          constexpr int T = decltype(tn)::value, NV = decltype(vn)::value;
+          constexpr int G = std::clamp(8 / (T * NV), 1, 4);  // G T NV <= 12 accumulators
+          for_each_block<G>(wrows, [&](index_t w0, auto gn) {
+            const float* kt[decltype(gn)::value];
+            for (int g = 0; g < decltype(gn)::value; ++g)
+              kt[g] = kt_slot + window[w0 + g] * dk * gr.pitch + pad + xlo;
+            segment_score_block<B, decltype(gn)::value, T, NV>(qrows, dk, kt, gr.pitch, s + w0 * run, lds);
+          });
+        });
+      });
+      float m[segment_queries], l[segment_queries];
+      for (int t = 0; t < count; ++t) {
+        float* row = s + t * lds;
+        for (index_t w = 0; w < wrows; ++w) {
+          std::fill(row + w * run, row + w * run + (first[t] - xlo), removed);
+          std::fill(row + w * run + (last[t] - xlo), row + (w + 1) * run, removed);
+        }
+        std::tie(m[t], l[t]) = softmax_row<B>(row, lds);
+      }
+      // Values, every window row read in place (keys past the row's end, in
+      // the union's last vector, have p = 0 and are not read).
+      const index_t keys = std::min(run, members - xlo);
+      for (index_t w = 0; w < wrows; ++w) vrows[static_cast<std::size_t>(w)] = vh + vbase[w] + xlo * vstep;
+      std::fill_n(o, count * dv, 0.0f);
+      if (finite) {
+        with_count<segment_queries>(count, [&](auto tn) {
+          for_each_even_block<B::pv_few_rows_col_vecs>(dv / W, [&](index_t cv, auto vecs) {
+            segment_value_block<B, decltype(tn)::value, decltype(vecs)::value>(s, lds, run, vrows.data(), cv * W,
+                                                                               wrows, keys, vstep, o + cv * W, dv);
+          });
+        });
+      } else {  // masked pairs (p = 0) skipped: 0 * NaN would reach the row
+        for (int t = 0; t < count; ++t)
+          for (index_t w = 0; w < wrows; ++w)
+            for (index_t j = 0; j < keys; ++j) {
+              const float p = s[t * lds + w * run + j];
+              if (p == 0.0f) continue;
+              for (index_t d = 0; d < dv; ++d) o[t * dv + d] += p * to_float(vrows[w][j * vstep + d]);
+            }
+      }
+      for (int t = 0; t < count; ++t) {
+        c[R - 1] = u0 + t;
+        const row_result res = finish_row(m[t], l[t]);
+        OStored* dst = oh + layout.grid_offset(out, gr, c);
+        for (index_t d = 0; d < dv; ++d)
+          dst[d * out.stride[N - 1]] = from_float<OStored>(o[t * dv + d] * res.inverse_sum);
+        if (!lse.empty())
+          lse.data[b * lse.stride[0] + h * lse.stride[N - 2] + layout.grid_offset(lse, gr, c)] = res.lse;
+      }
+      u0 += count;
+    }
+  });
+}
+
+// The three kernels: query tiles over the core's GEMM micro-kernels (any
+// window; they compute the union of a tile's windows), the offset
+// micro-kernels (exact windows; the whole window's scores in one tile), or
+// the segment micro-kernel (a few queries along a row and the union of their
+// windows in whole vectors of keys, for small windows; where its values
+// cannot be read in place it falls back to the offsets).
+enum class neighborhood_kernel { tiles, offsets, segments };
 
 // Offsets where a query vector's S^T tile (the window's volume x W floats)
 // fits in half of a 32 KiB L1: measured (bench/neighborhood_bench.cpp, Zen 4,
@@ -795,11 +1047,18 @@ enum class neighborhood_kernel { tiles, offsets };
 // the tiles' union of windows is a small overhead and their register-blocked
 // GEMM kernels need far fewer loads per FMA.
 inline constexpr index_t offset_tile_floats = 4096;
+// Among those, the segments where the keys they compute per window row, NV
+// vectors, are mostly inside a query's window (K / (NV W) >= 3/4: K = 7 and
+// 13 on AVX2, 13 on AVX-512; K = 7 on AVX-512 would compute 16 keys for 7).
 template <class Backend, std::size_t R>
 neighborhood_kernel choose_neighborhood_kernel(const std::array<neighborhood_dim, R>& dims) {
-  index_t floats = static_cast<index_t>(Backend::width);
+  const index_t W = static_cast<index_t>(Backend::width), last = dims[R - 1].kernel;
+  index_t floats = W;
   for (std::size_t d = 0; d < R; ++d) floats *= dims[d].kernel;
-  return floats <= offset_tile_floats ? neighborhood_kernel::offsets : neighborhood_kernel::tiles;
+  if (floats > offset_tile_floats) return neighborhood_kernel::tiles;
+  const index_t vectors = ceil_div(last, W);
+  return vectors <= segment_vectors && 4 * last >= 3 * vectors * W ? neighborhood_kernel::segments
+                                                                   : neighborhood_kernel::offsets;
 }
 
 // neighborhood_attention with the kernel chosen (by choose_neighborhood_kernel
@@ -854,7 +1113,12 @@ void neighborhood_run(strided_view<const Q, N> q, strided_view<const K, N> k, st
   const float scale = opt.scale.value_or(1.0f / std::sqrt(static_cast<float>(dk)));
   require(std::isfinite(scale), "scale", "a finite value", scale);
   if (b == 0) return;
-  if (kernel.value_or(choose_neighborhood_kernel<Backend>(opt.dims)) == neighborhood_kernel::offsets) {
+  const neighborhood_kernel chosen = kernel.value_or(choose_neighborhood_kernel<Backend>(opt.dims));
+  if (chosen == neighborhood_kernel::segments && detail::segments_apply<Backend>(opt.dims, v)) {
+    neighborhood_segments<Backend>(q, k, v, out, lse, opt.dims, scale, exec);
+    return;
+  }
+  if (chosen != neighborhood_kernel::tiles) {  // offsets, or segments where they do not apply
     neighborhood_offsets<Backend>(q, k, v, out, lse, opt.dims, scale, exec);
     return;
   }
