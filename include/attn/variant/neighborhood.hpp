@@ -1173,8 +1173,9 @@ void neighborhood_run(strided_view<const Q, N> q, strided_view<const K, N> k, st
 //   q (B, X[, Y[, Z]], Hq, Dk), k and v (B, X[, Y[, Z]], Hkv, Dk|Dv)
 //   -> out (B, X[, Y[, Z]], Hq, Dv), lse (B, X[, Y[, Z]], Hq) or empty.
 // Any strides; GQA (Hq % Hkv == 0); per-dimension kernel, dilation, stride
-// and causal flag. Extra memory: one packed copy of k and v (and of q and
-// out for windows too large for the offset kernels).
+// and causal flag. Extra memory: one packed copy of k, and of v except
+// under the segment kernel (and of q and out for windows too large for the
+// offset and segment kernels).
 template <simd_backend Backend = default_backend, std::size_t N, std::size_t R, executor Exec = serial>
 void neighborhood_attention(strided_view<const float, N> q, strided_view<const float, N> k,
                             strided_view<const float, N> v, strided_view<float, N> out,
@@ -1184,9 +1185,10 @@ void neighborhood_attention(strided_view<const float, N> q, strided_view<const f
 }
 
 // The same with tensors stored in 16 bits (README, "Reduced precision"):
-// q, k, v and out each float, attn::float16 or attn::bfloat16. Both kernels
+// q, k, v and out each float, attn::float16 or attn::bfloat16. The kernels
 // already copy their inputs into packed fp32 tiles, which is where 16-bit
-// values are widened; out is rounded once when stored.
+// values are widened (the segment kernel's values as its P V loads them);
+// out is rounded once when stored.
 template <simd_backend Backend = default_backend, std::size_t N, std::size_t R, executor Exec = serial, class Q,
           class K, class V, class O>
   requires mixed_storage<Q, K, V, O>
