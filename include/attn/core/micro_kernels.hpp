@@ -356,6 +356,7 @@ inline void segment_score_block(const float* q, index_t dk,              // q: (
   for (int g = 0; g < G; ++g)
     for (int t = 0; t < T; ++t)
       for (int v = 0; v < NV; ++v) acc[g][t][v] = B::zero();
+#pragma GCC unroll 2
   for (index_t d = 0; d < dk; ++d) {
     vec kv[G][NV];
     for (int g = 0; g < G; ++g)
@@ -387,6 +388,7 @@ inline void segment_value_block(const float* p, index_t ldp, index_t run,      /
   for (index_t w = 0; w < rows; ++w) {
     const V* vw = v[w] + column;
     const float* pw = p + w * run;
+#pragma GCC unroll 2
     for (index_t j = 0; j < keys; ++j) {
       vec vv[CV];
       for (int c = 0; c < CV; ++c) vv[c] = B::load(vw + j * v_stride + c * W);

@@ -1047,18 +1047,18 @@ enum class neighborhood_kernel { tiles, offsets, segments };
 // the tiles' union of windows is a small overhead and their register-blocked
 // GEMM kernels need far fewer loads per FMA.
 inline constexpr index_t offset_tile_floats = 4096;
-// Among those, the segments where the keys they compute per window row, NV
-// vectors, are mostly inside a query's window (K / (NV W) >= 3/4: K = 7 and
-// 13 on AVX2, 13 on AVX-512; K = 7 on AVX-512 would compute 16 keys for 7).
+// Among those, the segments wherever they apply (a query's window along the
+// last dimension within segment_vectors vectors): measured faster than the
+// offsets at K = 7 and 13 on AVX2 and AVX-512, even where they compute 16
+// keys per window row for 7 (AVX-512, 96 x 96, K = 7: 29-32 -> 26.5 ms).
 template <class Backend, std::size_t R>
 neighborhood_kernel choose_neighborhood_kernel(const std::array<neighborhood_dim, R>& dims) {
-  const index_t W = static_cast<index_t>(Backend::width), last = dims[R - 1].kernel;
+  const index_t W = static_cast<index_t>(Backend::width);
   index_t floats = W;
   for (std::size_t d = 0; d < R; ++d) floats *= dims[d].kernel;
   if (floats > offset_tile_floats) return neighborhood_kernel::tiles;
-  const index_t vectors = ceil_div(last, W);
-  return vectors <= segment_vectors && 4 * last >= 3 * vectors * W ? neighborhood_kernel::segments
-                                                                   : neighborhood_kernel::offsets;
+  return ceil_div(dims[R - 1].kernel, W) <= segment_vectors ? neighborhood_kernel::segments
+                                                            : neighborhood_kernel::offsets;
 }
 
 // neighborhood_attention with the kernel chosen (by choose_neighborhood_kernel
