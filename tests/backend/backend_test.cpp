@@ -49,7 +49,7 @@ class BackendTest : public ::testing::Test {
           << what << " lane " << i << " a=" << a[i] << " b=" << b[i];
   }
 };
-TYPED_TEST_SUITE(BackendTest, attn::ref::backend_types, attn::ref::backend_name);
+TYPED_TEST_SUITE(BackendTest, attn::ref::all_backend_types, attn::ref::backend_name);
 
 TYPED_TEST(BackendTest, ModelsTheConcept) {
   using B = TypeParam;

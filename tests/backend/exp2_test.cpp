@@ -19,7 +19,7 @@ namespace {
 
 template <class B>
 class Exp2Test : public ::testing::Test {};
-TYPED_TEST_SUITE(Exp2Test, attn::ref::backend_types, attn::ref::backend_name);
+TYPED_TEST_SUITE(Exp2Test, attn::ref::all_backend_types, attn::ref::backend_name);
 
 // exp2 of `x` (length a multiple of B::width), a vector at a time.
 template <class B>

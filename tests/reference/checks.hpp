@@ -233,7 +233,20 @@ template <class... B>
 struct gtest_types<backend::list<B...>> {
   using type = ::testing::Types<B...>;
 };
-using backend_types = gtest_types<backend::all>::type;
+
+// The backends the variant tests run: every backend of the build
+// (attn::backend::all), or, where ATTN_TEST_SCALAR_AND_NATIVE is defined,
+// only the scalar one and the widest (the sanitize preset: memory and UB
+// errors are the sanitizer's job there, and the test preset has already run
+// the narrower x86 backends; this halves its build and run time).
+#ifdef ATTN_TEST_SCALAR_AND_NATIVE
+using tested_backends = backend::list<backend::scalar, backend::native>;
+#else
+using tested_backends = backend::all;
+#endif
+using backend_types = gtest_types<tested_backends>::type;
+// Every backend of the build whatever the preset (the backends' own tests).
+using all_backend_types = gtest_types<backend::all>::type;
 
 // Names typed tests by the backend (e.g. ".../scalar", ".../avx512f").
 struct backend_name {

@@ -48,7 +48,7 @@ struct config {
   using exec = E;
 };
 
-// attn::backend::all x executors -> ::testing::Types<config<B, E>...>.
+// ref::tested_backends x executors -> ::testing::Types<config<B, E>...>.
 template <class B, class... E>
 using row_of = std::tuple<config<B, E>...>;
 template <class Backends, class... E>
@@ -64,7 +64,7 @@ struct tuple_to_types<std::tuple<C...>> {
   using type = ::testing::Types<C...>;
 };
 using configs = tuple_to_types<
-    product<attn::backend::all, serial_exec, openmp2_exec, threads3_exec>::tuple>::type;
+    product<ref::tested_backends, serial_exec, openmp2_exec, threads3_exec>::tuple>::type;
 
 struct config_name {
   template <class C>

@@ -41,7 +41,7 @@ namespace ref = attn::ref;
 namespace feature = attn::feature;
 
 // ---------------------------------------------------------------------------
-// Configurations: attn::backend::all x {serial, openmp{2}}.
+// Configurations: ref::tested_backends x {serial, openmp{2}}.
 
 using ref::openmp2_exec;
 using ref::serial_exec;
@@ -65,7 +65,7 @@ template <class... C>
 struct tuple_to_types<std::tuple<C...>> {
   using type = ::testing::Types<C...>;
 };
-using configs = tuple_to_types<configs_of<attn::backend::all>::type>::type;
+using configs = tuple_to_types<configs_of<ref::tested_backends>::type>::type;
 
 struct config_name {
   template <class C>

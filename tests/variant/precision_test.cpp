@@ -349,7 +349,7 @@ void expect_oracle(const spec& c) {
 
 template <class C>
 class PrecisionTest : public ::testing::Test {};
-TYPED_TEST_SUITE(PrecisionTest, typename all_configs<attn::backend::all>::type, config_name);
+TYPED_TEST_SUITE(PrecisionTest, typename all_configs<ref::tested_backends>::type, config_name);
 
 template <class C>
 void expect_oracle_both_masks(spec c) {

@@ -39,7 +39,7 @@ struct config {
 template <class... B>
 auto configs_of(attn::backend::list<B...>)
     -> ::testing::Types<config<B, ref::serial_exec>..., config<B, ref::openmp2_exec>...>;
-using configs = decltype(configs_of(attn::backend::all{}));
+using configs = decltype(configs_of(ref::tested_backends{}));
 struct config_name {
   template <class C>
   static std::string GetName(int) {
