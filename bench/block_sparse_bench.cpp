@@ -20,7 +20,7 @@
 #include "attn/attn.hpp"
 #include "bench_util.hpp"
 
-namespace {
+namespace block_sparse_bench {
 
 using attn::index_t;
 
@@ -88,4 +88,4 @@ BENCHMARK(block_sparse)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
-}  // namespace
+}  // namespace block_sparse_bench

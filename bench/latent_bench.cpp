@@ -20,7 +20,7 @@
 #include "attn/attn.hpp"
 #include "bench_util.hpp"
 
-namespace {
+namespace latent_bench {
 
 using attn::index_t;
 
@@ -185,4 +185,4 @@ BENCHMARK(latent_naive_eigen)->Apply(decode_args);
 BENCHMARK(latent_read_roofline)->Apply(roofline_args);
 BENCHMARK(latent_as_upprojected)->Apply(upprojected_args);
 
-}  // namespace
+}  // namespace latent_bench

@@ -15,7 +15,7 @@
 #include "attn/attn.hpp"
 #include "bench_util.hpp"
 
-namespace {
+namespace linear_bench {
 
 using attn::index_t;
 using attn::bench::problem;
@@ -150,4 +150,4 @@ void linear_decode(benchmark::State& state) {
 BENCHMARK(linear_decode)->ArgNames({"d", "threads"})->Args({64, 1})->Args({128, 1})->Args({128, 2})
     ->UseRealTime();
 
-}  // namespace
+}  // namespace linear_bench

@@ -15,7 +15,7 @@
 #include "attn/attn.hpp"
 #include "bench_util.hpp"
 
-namespace {
+namespace mask_bench {
 
 using attn::index_t;
 using attn::bench::problem;
@@ -163,4 +163,4 @@ BENCHMARK(user_mask_attn)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
-}  // namespace
+}  // namespace mask_bench

@@ -15,7 +15,7 @@
 #include "attn/attn.hpp"
 #include "bench_util.hpp"
 
-namespace {
+namespace moba_bench {
 
 using attn::index_t;
 using attn::bench::problem;
@@ -98,4 +98,4 @@ BENCHMARK(moba_attention)->Apply(moba_args);
 BENCHMARK(moba_gate)->Apply(moba_args);
 BENCHMARK(moba_dense_causal)->Apply(moba_args);
 
-}  // namespace
+}  // namespace moba_bench

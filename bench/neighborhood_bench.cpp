@@ -14,7 +14,7 @@
 #include "bench_util.hpp"
 #include "flops.hpp"
 
-namespace {
+namespace neighborhood_bench {
 
 using attn::index_t;
 using attn::neighborhood_dim;
@@ -80,4 +80,4 @@ ATTN_NA_BENCH(na2d_96_k31);
 ATTN_NA_BENCH(na2d_128_k13_d2);
 ATTN_NA_BENCH(na3d_16x32x32_k377);
 
-}  // namespace
+}  // namespace neighborhood_bench

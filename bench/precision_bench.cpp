@@ -16,7 +16,7 @@
 #include "attn/attn.hpp"
 #include "bench_util.hpp"
 
-namespace {
+namespace precision_bench {
 
 using attn::index_t;
 
@@ -122,4 +122,4 @@ const bool registered = attn::bench::for_each_wide_backend([]<class Backend>(con
       ->Apply(decode_args);
 });
 
-}  // namespace
+}  // namespace precision_bench

@@ -27,7 +27,7 @@
 #include "baselines/naive_eigen.hpp"
 #include "bench_util.hpp"
 
-namespace {
+namespace serving_bench {
 
 using attn::index_t;
 
@@ -261,4 +261,4 @@ const bool registered =
 BENCHMARK(serving_naive_eigen)->Apply(serving_args);
 BENCHMARK(serving_read_roofline)->Apply(serving_args);
 
-}  // namespace
+}  // namespace serving_bench

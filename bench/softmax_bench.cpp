@@ -15,7 +15,7 @@
 #include "baselines/naive_eigen.hpp"
 #include "bench_util.hpp"
 
-namespace {
+namespace softmax_bench {
 
 using attn::bench::problem;
 
@@ -148,4 +148,4 @@ const bool registered = attn::bench::for_each_wide_backend([]<class Backend>(con
 BENCHMARK(decode_naive_eigen)->Apply(decode_args);
 BENCHMARK(decode_read_roofline)->Apply(decode_args);
 
-}  // namespace
+}  // namespace softmax_bench

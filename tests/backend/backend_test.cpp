@@ -19,7 +19,7 @@
 #include "reference/random.hpp"
 #include "reference/checks.hpp"
 
-namespace {
+namespace backend_test {
 
 using attn::backend::scalar;
 
@@ -216,4 +216,4 @@ TYPED_TEST(BackendTest, MaxWithInfinities) {
   for (float o : out) EXPECT_EQ(o, inf);
 }
 
-}  // namespace
+}  // namespace backend_test

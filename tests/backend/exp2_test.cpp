@@ -15,7 +15,7 @@
 #include "attn/backend/registry.hpp"
 #include "reference/checks.hpp"
 
-namespace {
+namespace exp2_test {
 
 template <class B>
 class Exp2Test : public ::testing::Test {};
@@ -121,4 +121,4 @@ TYPED_TEST(Exp2Test, LanesAreIndependent) {
   }
 }
 
-}  // namespace
+}  // namespace exp2_test

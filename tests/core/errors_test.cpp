@@ -20,7 +20,7 @@
 #include "reference/checks.hpp"
 #include "reference/random.hpp"
 
-namespace {
+namespace errors_test {
 
 using attn::index_t;
 namespace ref = attn::ref;
@@ -249,4 +249,4 @@ TEST(DenseErrors, WrittenViewOverlappingItself) {
   expect_rejected(p, {"out"});
 }
 
-}  // namespace
+}  // namespace errors_test

@@ -29,7 +29,7 @@
 #include "reference/checks.hpp"
 #include "reference/random.hpp"
 
-namespace {
+namespace executor_test {
 
 using attn::index_t;
 namespace ref = attn::ref;
@@ -373,4 +373,4 @@ TEST(ExecutorsAgree, Moba) {
       keys_split::no);
 }
 
-}  // namespace
+}  // namespace executor_test

@@ -16,7 +16,7 @@
 #include "attn/attn.hpp"
 #include "reference/random.hpp"
 
-namespace {
+namespace mask_test {
 
 using attn::index_t;
 namespace ref = attn::ref;
@@ -72,8 +72,6 @@ TEST(BandMask, RunsAndPairsMaskTilesIdentically) {
     EXPECT_EQ(by_runs, by_pairs) << "window {" << left << ", " << right << "} sinks " << sinks;
   }
 }
-
-}  // namespace
 
 // ---------------------------------------------------------------------------
 // Classification soundness: for every query block and key tile, keys() must
@@ -202,3 +200,5 @@ TEST(MaskClassification, DocumentIdsMustBeContiguousAndMatchTheProblem) {
   EXPECT_THROW(attn::document_mask(split, 5), attn::error);  // Nq > Nk
   EXPECT_EQ(attn::document_mask(documents({5, 1, 11, 6}), 0).documents(), 4);
 }
+
+}  // namespace mask_test

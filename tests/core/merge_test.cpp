@@ -18,7 +18,7 @@
 #include "reference/random.hpp"
 #include "reference/checks.hpp"
 
-namespace {
+namespace merge_test {
 
 using attn::index_t;
 namespace ref = attn::ref;
@@ -259,4 +259,4 @@ TEST(MergeRow, NanPropagates) {
   EXPECT_TRUE(std::isnan(o[0]) && std::isnan(o[1]));
 }
 
-}  // namespace
+}  // namespace merge_test

@@ -16,7 +16,7 @@
 #include "reference/neighborhood_reference.hpp"
 #include "reference/random.hpp"
 
-namespace {
+namespace neighborhood_rule_test {
 
 using attn::index_t;
 using attn::neighborhood_dim;
@@ -139,4 +139,4 @@ TEST(NeighborhoodOracle, FullKernelEqualsDenseAndCausalKernelEqualsCausal) {
   for (std::size_t i = 0; i < want.out.size(); ++i) ASSERT_NEAR(causal_na.out[i], want.out[i], 1e-12);
 }
 
-}  // namespace
+}  // namespace neighborhood_rule_test

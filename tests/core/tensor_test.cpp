@@ -13,7 +13,7 @@
 #include <type_traits>
 #include <vector>
 
-namespace {
+namespace tensor_test {
 
 using attn::index_t;
 
@@ -125,4 +125,4 @@ TEST(StridedView, ConstexprUse) {
   SUCCEED();
 }
 
-}  // namespace
+}  // namespace tensor_test

@@ -42,7 +42,7 @@
 #include "reference/checks.hpp"
 #include "reference/random.hpp"
 
-namespace {
+namespace eigen_test {
 
 using attn::index_t;
 namespace ref = attn::ref;
@@ -548,4 +548,4 @@ TEST(EigenInteropErrors, SplitKvBProj) {
   EXPECT_NO_THROW(split(3, 4, 5)());
 }
 
-}  // namespace
+}  // namespace eigen_test

@@ -47,7 +47,7 @@
 #include "reference/neighborhood_reference.hpp"
 #include "reference/softmax_reference.hpp"
 
-namespace {
+namespace attnrun_test {
 
 namespace fs = std::filesystem;
 namespace npy = attn::npy;
@@ -950,9 +950,9 @@ TEST_F(AttnrunBadInput, OutAndLseNameTheSameFile) {
   expect_failure(args, "same file", exit_usage);
 }
 
-}  // namespace
+}  // namespace attnrun_test
 
-namespace {
+namespace attnrun_test {
 
 // --window and --sink-tokens against the fp64 oracle of tests/reference.
 TEST_F(AttnrunTest, WindowAndSinkTokensMatchTheOracle) {
@@ -980,9 +980,9 @@ TEST_F(AttnrunBadInput, BadWindowAndSinkTokens) {
   expect_failure(softmax_args({"--sink-tokens", "4"}), "sink_tokens", exit_failure);
 }
 
-}  // namespace
+}  // namespace attnrun_test
 
-namespace {
+namespace attnrun_test {
 
 // --softcap, --alibi, --bias and --doc against the fp64 oracle of tests/reference.
 
@@ -1119,9 +1119,9 @@ TEST_F(AttnrunBadInput, BadDocumentIds) {
   expect_failure_mentioning(softmax_args({"--doc", doc}), {"--doc", "Nq <= Nk"}, exit_failure);
 }
 
-}  // namespace
+}  // namespace attnrun_test
 
-namespace {
+namespace attnrun_test {
 
 // --variant neighborhood (DESIGN §2 and §4): rank 1, 2 and 3 grids against
 // the fp64 oracle of tests/reference/neighborhood_reference.hpp.
@@ -1485,9 +1485,9 @@ TEST_F(AttnrunNeighborhoodBadInput, OutAndLseNameTheSameFile) {
   expect_failure(args, "same file", exit_usage);
 }
 
-}  // namespace
+}  // namespace attnrun_test
 
-namespace {
+namespace attnrun_test {
 
 // --variant block_sparse (DESIGN §2 and §4): explicit layouts against the
 // fp64 oracle of the layout predicate, MoBA against the library's
@@ -1984,9 +1984,9 @@ TEST_F(AttnrunBlockSparseBadInput, OutAndLseNameTheSameFile) {
   expect_failure(args, "same file", exit_usage);
 }
 
-}  // namespace
+}  // namespace attnrun_test
 
-namespace {
+namespace attnrun_test {
 
 // --variant linear (DESIGN §2 and §4): each feature map, --normalize,
 // --decay with --causal, non-causal, GQA and MQA against an fp64 oracle of
@@ -2392,9 +2392,9 @@ TEST_F(AttnrunLinearBadInput, FlagsOfOtherVariantsAreRefused) {
                             {"--kernel", "only to neighborhood"}, exit_usage);
 }
 
-}  // namespace
+}  // namespace attnrun_test
 
-namespace {
+namespace attnrun_test {
 
 // --variant latent (DESIGN §2 and §4): DeepSeek MLA in absorbed form, one
 // cache row (Dc + Dr) per token shared by every head, the values its first
@@ -2736,4 +2736,4 @@ TEST_F(AttnrunLatentBadInput, FlagsOfOtherVariantsAreRefused) {
     expect_failure(valid_args(flag), flag[0] + " does not apply to --variant latent", exit_usage);
 }
 
-}  // namespace
+}  // namespace attnrun_test

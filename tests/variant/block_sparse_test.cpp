@@ -21,7 +21,7 @@
 #include "reference/checks.hpp"
 #include "reference/random.hpp"
 
-namespace {
+namespace block_sparse_test {
 
 using attn::index_t;
 namespace ref = attn::ref;
@@ -674,4 +674,4 @@ TEST(BlockSparseErrors, NameTheArgument) {
          opt, "kv_indices: expected shape (2, nbq = 3, max_blocks)", kv.cview());
 }
 
-}  // namespace
+}  // namespace block_sparse_test

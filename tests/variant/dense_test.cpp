@@ -22,7 +22,7 @@
 #include "reference/random.hpp"
 #include "reference/checks.hpp"
 
-namespace {
+namespace dense_test {
 
 using attn::index_t;
 namespace ref = attn::ref;
@@ -529,4 +529,4 @@ TYPED_TEST(DenseEmptyCacheDeathTest, NoKeysGivesEmptyRows) {
       << "Nk = 0, sinks, openmp{2}";
 }
 
-}  // namespace
+}  // namespace dense_test

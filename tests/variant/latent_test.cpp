@@ -23,7 +23,7 @@
 #include "reference/latent_reference.hpp"
 #include "reference/random.hpp"
 
-namespace {
+namespace latent_test {
 
 using attn::index_t;
 namespace ref = attn::ref;
@@ -981,4 +981,4 @@ TEST(LatentErrors, OutputsAndAliasing) {
   EXPECT_NE(got.find("lse: expected memory disjoint from out"), std::string::npos) << got;
 }
 
-}  // namespace
+}  // namespace latent_test

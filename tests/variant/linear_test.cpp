@@ -34,7 +34,7 @@
 #include "reference/linear_reference.hpp"
 #include "reference/random.hpp"
 
-namespace {
+namespace linear_test {
 
 using attn::index_t;
 namespace ref = attn::ref;
@@ -987,4 +987,4 @@ TEST(LinearErrors, StepNamesTheArgument) {
   EXPECT_EQ(step(state, q3, k3, v3, feature::identity{}, step_decay), "");
 }
 
-}  // namespace
+}  // namespace linear_test

@@ -20,7 +20,7 @@
 #include "reference/checks.hpp"
 #include "reference/random.hpp"
 
-namespace {
+namespace masks_test {
 
 using attn::index_t;
 namespace ref = attn::ref;
@@ -403,4 +403,4 @@ TEST(MaskErrors, NameTheArgument) {
   for (float x : out.storage) ASSERT_EQ(x, 3.0f) << "output written on bad input";
 }
 
-}  // namespace
+}  // namespace masks_test

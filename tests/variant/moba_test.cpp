@@ -23,7 +23,7 @@
 #include "reference/checks.hpp"
 #include "reference/random.hpp"
 
-namespace {
+namespace moba_test {
 
 using attn::index_t;
 namespace ref = attn::ref;
@@ -609,4 +609,4 @@ TEST(MobaSelection, WidthIsTopkCappedByTheBlockCount) {
   EXPECT_EQ(std::vector<std::int32_t>(sel(1, 3, 5).begin(), sel(1, 3, 5).end()), (std::vector<std::int32_t>{0, 1, -1}));
 }
 
-}  // namespace
+}  // namespace moba_test

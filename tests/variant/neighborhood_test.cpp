@@ -18,7 +18,7 @@
 #include "reference/neighborhood_reference.hpp"
 #include "reference/random.hpp"
 
-namespace {
+namespace neighborhood_test {
 
 using attn::index_t;
 using attn::neighborhood_dim;
@@ -370,4 +370,4 @@ TEST(NeighborhoodErrors, NameTheArgument) {
   EXPECT_NE(message(bad, q.cview()).find("K >= 2"), std::string::npos);
 }
 
-}  // namespace
+}  // namespace neighborhood_test

@@ -28,7 +28,7 @@
 #include "reference/checks.hpp"
 #include "reference/random.hpp"
 
-namespace {
+namespace precision_test {
 
 using attn::bfloat16;
 using attn::float16;
@@ -515,4 +515,4 @@ TEST(Precision, BadShapesAreRefusedNamingTheArgument) {
       {"out", "memory disjoint from"}));
 }
 
-}  // namespace
+}  // namespace precision_test

@@ -27,7 +27,7 @@
 #include "reference/checks.hpp"
 #include "reference/random.hpp"
 
-namespace {
+namespace quantized_test {
 
 using attn::index_t;
 namespace ref = attn::ref;
@@ -719,4 +719,4 @@ TEST(Int8, BadScalesAreRefusedNamingTheArgument) {
   EXPECT_TRUE(std::all_of(out.begin(), out.end(), [](float x) { return x == sentinel; }));
 }
 
-}  // namespace
+}  // namespace quantized_test

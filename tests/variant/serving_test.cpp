@@ -24,7 +24,7 @@
 #include "reference/random.hpp"
 #include "reference/softmax_reference.hpp"
 
-namespace {
+namespace serving_test {
 
 using attn::index_t;
 namespace ref = attn::ref;
@@ -634,4 +634,4 @@ TEST_F(ServingErrors, Cascade) {
   EXPECT_TRUE(untouched());
 }
 
-}  // namespace
+}  // namespace serving_test

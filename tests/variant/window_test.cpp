@@ -13,7 +13,7 @@
 #include "reference/checks.hpp"
 #include "reference/random.hpp"
 
-namespace {
+namespace window_test {
 
 using attn::index_t;
 namespace ref = attn::ref;
@@ -90,4 +90,4 @@ TEST(WindowErrors, RejectsBadWindowsAndSinkTokensWithoutAWindow) {
   EXPECT_NE(message(sinks_alone).find("sink_tokens: expected a window"), std::string::npos);
 }
 
-}  // namespace
+}  // namespace window_test
