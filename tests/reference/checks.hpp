@@ -239,7 +239,8 @@ struct gtest_types<backend::list<B...>> {
 // widest (the sanitize preset: memory and UB errors are the sanitizer's job
 // there, the test preset has already run every backend for results, and
 // the native backend is the one with vector loads and stores near the ends
-// of rows; this cuts its build time by more than half).
+// of rows; with the unity groups of tests/CMakeLists.txt this took the
+// sanitize build from ~2280 to ~1840 s of compiles on 2 cores).
 #ifdef ATTN_TEST_NATIVE_ONLY
 using tested_backends = backend::list<backend::native>;
 #else
