@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <new>
@@ -70,6 +71,30 @@ inline void set_flops(benchmark::State& state, double flops) {
 }
 inline void set_bytes(benchmark::State& state, double bytes) {
   state.counters["GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// The body of a paired benchmark (UseManualTime): `reference` and
+// `measured` run in turn in every iteration, each timed, and the iteration
+// time is measured's. Returns the reference's summed time over measured's:
+// a ratio of the two taken in the same moments of a shared machine, where
+// two separate benchmarks' medians may come from a faster and a slower
+// minute.
+template <class Reference, class Measured>
+double paired_ratio(benchmark::State& state, Reference&& reference, Measured&& measured) {
+  using clock = std::chrono::steady_clock;
+  double reference_seconds = 0, measured_seconds = 0;
+  for (auto _ : state) {
+    const auto t0 = clock::now();
+    reference();
+    const auto t1 = clock::now();
+    measured();
+    const auto t2 = clock::now();
+    const double seconds = std::chrono::duration<double>(t2 - t1).count();
+    reference_seconds += std::chrono::duration<double>(t1 - t0).count();
+    measured_seconds += seconds;
+    state.SetIterationTime(seconds);
+  }
+  return measured_seconds > 0 ? reference_seconds / measured_seconds : 0.0;
 }
 
 // The thread counts a benchmark runs at: 1 and 2 (the 2-core machine of

@@ -24,7 +24,7 @@ def load(path):
         if b.get("aggregate_name", "median") != "median":
             continue
         name = re.sub(r"(_median)?$", "", b["run_name"] if "run_name" in b else b["name"])
-        name = name.replace("/real_time", "")
+        name = name.replace("/real_time", "").replace("/manual_time", "")
         rows[name] = b
     return data.get("context", {}), rows
 
@@ -57,6 +57,7 @@ def main(path):
     masks(by_key)
     latent(by_key)
     serving(by_key)
+    paired(by_key)
 
 
 def prefill(by_key, attn_families):
@@ -243,6 +244,41 @@ def serving(by_key):
                     f"{ms(naive) / ms(b):.2f}" if naive else "–"]
             print("| " + " | ".join(cols) + " |")
 
+
+def counter(b, name):
+    return float(b[name]) if name in b else float("nan")
+
+
+def paired(by_key):
+    """Tables of the paired benchmarks (serving_decode_paired,
+    precision_decode_paired): each iteration ran the call and its reference
+    (the read pass; the same decode over fp32 K/V) in turn, and the ratio of
+    their summed times is the benchmark's own counter."""
+    def table(prefix, title, header, sort_key, columns):
+        keys = sorted((k for k in by_key if k[0].startswith(prefix)), key=sort_key)
+        if not keys:
+            return
+        print(f"\n{title}\n")
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for f, key in keys:
+            print("| " + " | ".join(columns(f[len(prefix):-1], dict(key), by_key[(f, key)])) + " |")
+
+    table("serving_decode_paired<",
+          "Serving decode paired with the read pass in every iteration (median ms; "
+          "read fraction = decode GB/s / read-pass GB/s, summed over the same iterations)",
+          ["backend", "B", "Nkv", "threads", "attn ms", "GB/s", "read pass GB/s", "read fraction"],
+          lambda k: (k[0], int(dict(k[1])["threads"]), int(dict(k[1])["B"])),
+          lambda backend, a, b: [backend, a["B"], a["Nkv"], a["threads"], f"{ms(b):.2f}",
+                                 f"{rate(b, 'GB/s'):.1f}", f"{rate(b, 'GB/s') / counter(b, 'read_fraction'):.1f}",
+                                 f"{counter(b, 'read_fraction'):.2f}"])
+    table("precision_decode_paired<",
+          "Decode over 16-bit and int8 K/V paired with fp32 K/V in every iteration (median ms; "
+          "× fp32 = fp32's time / this type's, summed over the same iterations)",
+          ["backend", "K/V", "Nkv", "threads", "ms", "GB/s (bytes stored)", "× fp32"],
+          lambda k: (k[0].split(",")[0], int(dict(k[1])["threads"]), k[0]),
+          lambda name, a, b: [*name.split(","), a["Nkv"], a["threads"], f"{ms(b):.2f}",
+                              f"{rate(b, 'GB/s'):.1f}", f"{counter(b, 'x_fp32'):.2f}"])
 
 if __name__ == "__main__":
     main(sys.argv[1] if len(sys.argv) > 1 else "bench.json")

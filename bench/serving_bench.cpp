@@ -9,7 +9,9 @@
 // with each other and with the read roofline over the same bytes, beside the
 // naive Eigen attention a user would write per sequence and kv head.
 // serving_decode_pool: the contiguous case run by attn::thread_pool instead
-// of OpenMP. Thread counts: 1 and 2, or ATTN_BENCH_THREADS (bench_util.hpp).
+// of OpenMP. serving_decode_paired: the contiguous case and the read pass in
+// turn in every iteration, for the bandwidth targets (read_fraction).
+// Thread counts: 1 and 2, or ATTN_BENCH_THREADS (bench_util.hpp).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -143,19 +145,22 @@ struct paged_pool {
   }
 };
 
+// One decode step over the contiguous cache.
+template <class Backend, class Executor>
+void decode_contiguous(serving_problem& p, const contiguous_cache& c, const Executor& exec) {
+  const auto k = attn::bshd<const float>(c.k.data(), p.batch, p.nkv, kv_heads, dim);
+  const auto v = attn::bshd<const float>(c.v.data(), p.batch, p.nkv, kv_heads, dim);
+  attn::attention<Backend>(p.qv(), k, v, p.outv(), p.lsev(), p.options(), exec);
+  benchmark::DoNotOptimize(p.out.data());
+}
+
 // Args: B, Nkv, threads. Executor: OpenMP, or attn::thread_pool.
 template <class Backend, class Executor = attn::openmp>
 void serving_decode(benchmark::State& state) {
   serving_problem p(state.range(0), state.range(1));
   const contiguous_cache c(p);
-  const auto k = attn::bshd<const float>(c.k.data(), p.batch, p.nkv, kv_heads, dim);
-  const auto v = attn::bshd<const float>(c.v.data(), p.batch, p.nkv, kv_heads, dim);
-  const attn::softmax_options opt = p.options();
   const Executor exec(static_cast<int>(state.range(2)));
-  for (auto _ : state) {
-    attn::attention<Backend>(p.qv(), k, v, p.outv(), p.lsev(), opt, exec);
-    benchmark::DoNotOptimize(p.out.data());
-  }
+  for (auto _ : state) decode_contiguous<Backend>(p, c, exec);
   p.report(state);
 }
 
@@ -209,20 +214,22 @@ void serving_naive_eigen(benchmark::State& state) {
 
 // One pass over exactly the bytes decode reads (each sequence's first len_b
 // rows of K and V), in ~64 pieces split across the threads.
-void serving_read_roofline(benchmark::State& state) {
-  serving_problem p(state.range(0), state.range(1));
-  const contiguous_cache c(p);
-  const int threads = static_cast<int>(state.range(2));
-  const index_t total = std::reduce(p.lengths.begin(), p.lengths.end(), index_t(0)) * row;
-  const index_t size = (total + 63) / 64;
+struct read_pass {
+  const contiguous_cache& c;
+  int threads;
   std::vector<std::pair<index_t, index_t>> pieces;  // (offset, floats) in k and in v
-  for (index_t b = 0; b < p.batch; ++b) {
-    const index_t begin = b * p.nkv * row, end = begin + p.lengths[std::size_t(b)] * row;
-    for (index_t at = begin; at < end; at += size)
-      pieces.emplace_back(at, std::min(size, end - at));
+
+  read_pass(const serving_problem& p, const contiguous_cache& cache, int threads_) : c(cache), threads(threads_) {
+    const index_t total = std::reduce(p.lengths.begin(), p.lengths.end(), index_t(0)) * row;
+    const index_t size = (total + 63) / 64;
+    for (index_t b = 0; b < p.batch; ++b) {
+      const index_t begin = b * p.nkv * row, end = begin + p.lengths[std::size_t(b)] * row;
+      for (index_t at = begin; at < end; at += size)
+        pieces.emplace_back(at, std::min(size, end - at));
+    }
   }
-  const int n = static_cast<int>(pieces.size());
-  for (auto _ : state) {
+  float operator()() const {
+    const int n = static_cast<int>(pieces.size());
     float sum = 0;
 #pragma omp parallel for num_threads(threads) reduction(+ : sum)
     for (int i = 0; i < n; ++i) {
@@ -230,9 +237,31 @@ void serving_read_roofline(benchmark::State& state) {
       sum += Eigen::Map<const Eigen::VectorXf>(c.k.data() + at, floats).sum() +
              Eigen::Map<const Eigen::VectorXf>(c.v.data() + at, floats).sum();
     }
-    benchmark::DoNotOptimize(sum);
+    return sum;
   }
+};
+
+void serving_read_roofline(benchmark::State& state) {
+  serving_problem p(state.range(0), state.range(1));
+  const contiguous_cache c(p);
+  const read_pass read(p, c, static_cast<int>(state.range(2)));
+  for (auto _ : state) benchmark::DoNotOptimize(read());
   attn::bench::set_bytes(state, p.kv_bytes());
+}
+
+// Decode and the read pass in turn in every iteration (bench_util.hpp,
+// paired_ratio): read_fraction is the pass's time over decode's, i.e.
+// decode's GB/s over the read roofline's. The iteration time is decode's.
+template <class Backend>
+void serving_decode_paired(benchmark::State& state) {
+  serving_problem p(state.range(0), state.range(1));
+  const contiguous_cache c(p);
+  const attn::openmp exec{static_cast<int>(state.range(2))};
+  const read_pass read(p, c, static_cast<int>(state.range(2)));
+  const double ratio = attn::bench::paired_ratio(
+      state, [&] { benchmark::DoNotOptimize(read()); }, [&] { decode_contiguous<Backend>(p, c, exec); });
+  p.report(state);
+  state.counters["read_fraction"] = benchmark::Counter(ratio);
 }
 
 // B = 8 stops at Nkv = 32768: at 131072 its contiguous cache (capacity 8 x
@@ -246,6 +275,14 @@ void serving_args(benchmark::internal::Benchmark* b) {
   b->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 
+// The two bandwidth targets: B = 1 and the ragged B = 8 at Nkv = 32768.
+void paired_args(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"B", "Nkv", "threads"});
+  for (int threads : attn::bench::thread_counts())
+    for (int batch : {1, 8}) b->Args({batch, 32768, threads});
+  b->Unit(benchmark::kMillisecond)->UseManualTime();
+}
+
 const bool registered =
     attn::bench::for_each_wide_backend([]<class Backend>(const std::string& name) {
       benchmark::RegisterBenchmark(("serving_decode<" + name + ">").c_str(),
@@ -254,6 +291,9 @@ const bool registered =
       benchmark::RegisterBenchmark(("serving_decode_paged<" + name + ">").c_str(),
                                    serving_decode_paged<Backend>)
           ->Apply(serving_args);
+      benchmark::RegisterBenchmark(("serving_decode_paired<" + name + ">").c_str(),
+                                   serving_decode_paired<Backend>)
+          ->Apply(paired_args);
       benchmark::RegisterBenchmark(("serving_decode_pool<" + name + ">").c_str(),
                                    serving_decode<Backend, attn::thread_pool>)
           ->Apply(serving_args);
