@@ -7,6 +7,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 namespace attn {
@@ -36,12 +37,24 @@ std::string concat(const Parts&... parts) {
 #endif
 }
 
+// A part of an error message: a value, written as it is, or a callable that
+// returns one, called only when the check fails, so that a passing check
+// builds no strings (a decode step's checks cost more than a short step
+// otherwise).
+template <class Part>
+decltype(auto) message_part(const Part& part) {
+  if constexpr (std::is_invocable_v<const Part&>)
+    return part();
+  else
+    return (part);
+}
+
 // require(cond, "argument", "expected ...", actual) -> attn::error
-// "<argument>: expected <expected>, got <actual>".
-template <class Actual>
-void require(bool ok, const char* argument, const std::string& expected,
-             const Actual& actual) {
-  if (!ok) fail(concat(argument, ": expected ", expected, ", got ", actual));
+// "<argument>: expected <expected>, got <actual>"; expected and actual are
+// message parts.
+template <class Expected, class Actual>
+void require(bool ok, const char* argument, const Expected& expected, const Actual& actual) {
+  if (!ok) fail(concat(argument, ": expected ", message_part(expected), ", got ", message_part(actual)));
 }
 
 }  // namespace detail

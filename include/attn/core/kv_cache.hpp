@@ -56,25 +56,26 @@ namespace detail {
 inline index_t check_block_table(const strided_view<const std::int32_t, 2>& table, index_t batch,
                                  index_t pool_pages, index_t page_size, std::span<const std::int32_t> lengths,
                                  const char* lengths_name) {
-  require_view(table, "block_table", dims({{"B", batch}, {"max_pages", -1}}) + " with unit inner stride",
-               table.extent[0] == batch && (table.extent[1] <= 1 || table.stride[1] == 1));
+  require_view(
+      table, "block_table", [&] { return dims({{"B", batch}, {"max_pages", -1}}) + " with unit inner stride"; },
+      table.extent[0] == batch && (table.extent[1] <= 1 || table.stride[1] == 1));
   require(table.extent[1] <= std::numeric_limits<index_t>::max() / page_size, "block_table",
           "a capacity max_pages x page_size that fits in 64 bits",
-          std::to_string(table.extent[1]) + " pages of " + std::to_string(page_size));
+          [&] { return concat(table.extent[1], " pages of ", page_size); });
   const index_t capacity = table.extent[1] * page_size;
   require(static_cast<index_t>(lengths.size()) == batch, lengths_name,
-          "one key count per sequence (B = " + std::to_string(batch) + ") with a paged cache",
-          std::to_string(lengths.size()) + " counts");
+          [&] { return concat("one key count per sequence (B = ", batch, ") with a paged cache"); },
+          [&] { return concat(lengths.size(), " counts"); });
   for (index_t s = 0; s < batch; ++s) {
     const index_t length = lengths[static_cast<std::size_t>(s)];
     require(length >= 0 && length <= capacity, lengths_name,
-            "each sequence's key count in [0, capacity = " + std::to_string(capacity) + "]",
-            std::string(lengths_name) + "[" + std::to_string(s) + "] = " + std::to_string(length));
+            [&] { return concat("each sequence's key count in [0, capacity = ", capacity, "]"); },
+            [&] { return concat(lengths_name, "[", s, "] = ", length); });
     for (index_t page = 0; page * page_size < length; ++page) {
       const std::int32_t at = table(s, page);
       require(at >= 0 && at < pool_pages, "block_table",
-              "page indices in [0, P = " + std::to_string(pool_pages) + ")",
-              "block_table(" + std::to_string(s) + ", " + std::to_string(page) + ") = " + std::to_string(at));
+              [&] { return concat("page indices in [0, P = ", pool_pages, ")"); },
+              [&] { return concat("block_table(", s, ", ", page, ") = ", at); });
     }
   }
   return capacity;
@@ -99,16 +100,15 @@ inline index_t sequence_count(std::span<const std::int32_t> cu, const char* name
 
 inline index_t check_cu_seqlens(std::span<const std::int32_t> cu, const char* name, index_t rows) {
   sequence_count(cu, name);
-  require(cu[0] >= 0, name, "offsets >= 0", std::string(name) + "[0] = " + std::to_string(cu[0]));
+  require(cu[0] >= 0, name, "offsets >= 0", [&] { return concat(name, "[0] = ", cu[0]); });
   index_t longest = 0;
   for (std::size_t s = 1; s < cu.size(); ++s) {
     require(cu[s] >= cu[s - 1], name, "non-decreasing offsets",
-            std::string(name) + "[" + std::to_string(s) + "] = " + std::to_string(cu[s]) + " < " +
-                std::to_string(cu[s - 1]));
+            [&] { return concat(name, "[", s, "] = ", cu[s], " < ", cu[s - 1]); });
     longest = std::max<index_t>(longest, cu[s] - cu[s - 1]);
   }
-  require(cu.back() <= rows, name, "offsets up to the packed rows T = " + std::to_string(rows),
-          std::string(name) + "[" + std::to_string(cu.size() - 1) + "] = " + std::to_string(cu.back()));
+  require(cu.back() <= rows, name, [&] { return concat("offsets up to the packed rows T = ", rows); },
+          [&] { return concat(name, "[", cu.size() - 1, "] = ", cu.back()); });
   return longest;
 }
 
@@ -136,12 +136,14 @@ packed_queries<Q, O> checked_packed_queries(view3<const Q> q, view3<O> out, stri
   const index_t batch = sequence_count(cu_seqlens_q, "cu_seqlens_q");
   const index_t longest = check_cu_seqlens(cu_seqlens_q, "cu_seqlens_q", tq);
   const view4<const Q> rows = packed_batch(q, 1, tq);
-  check_written(out, "out", dims({{"Tq", tq}, {"Hq", hq}, {"Dv", dv}}),
-                out.extent == std::array<index_t, 3>{tq, hq, dv}, {{rows, "q"}});
+  check_written(
+      out, "out", [&] { return dims({{"Tq", tq}, {"Hq", hq}, {"Dv", dv}}); },
+      out.extent == std::array<index_t, 3>{tq, hq, dv}, {{rows, "q"}});
   for (const named_memory& input : inputs) require_disjoint(named_memory(out, "out"), input);
   if (!lse.empty()) {
-    check_written(lse, "lse", dims({{"Tq", tq}, {"Hq", hq}}), lse.extent == std::array<index_t, 2>{tq, hq},
-                  {{rows, "q"}, {out, "out"}});
+    check_written(
+        lse, "lse", [&] { return dims({{"Tq", tq}, {"Hq", hq}}); }, lse.extent == std::array<index_t, 2>{tq, hq},
+        {{rows, "q"}, {out, "out"}});
     for (const named_memory& input : inputs) require_disjoint(named_memory(lse, "lse"), input);
   }
   const view3<float> lse3 =

@@ -128,8 +128,9 @@ using attention_views = typed_views<float, float, float, float>;
 
 // Checks a view the call writes (out, lse): its shape, that it maps each
 // element to its own address, and that it overlaps none of the inputs.
-template <class T, std::size_t R>
-void check_written(const strided_view<T, R>& written, const char* name, const std::string& expected_shape,
+// expected_shape is a message part (error.hpp).
+template <class T, std::size_t R, class Shape>
+void check_written(const strided_view<T, R>& written, const char* name, const Shape& expected_shape,
                    bool shape_ok, std::initializer_list<named_memory> inputs) {
   require_view(written, name, expected_shape, shape_ok);
   require_distinct(written, name);
@@ -142,8 +143,9 @@ void check_written(const strided_view<T, R>& written, const char* name, const st
 inline void check_lse(view3<float> lse, const std::array<index_t, 3>& shape, const char* heads,
                       std::initializer_list<named_memory> others) {
   if (lse.empty()) return;
-  check_written(lse, "lse", dims({{"B", shape[0]}, {"Nq", shape[1]}, {heads, shape[2]}}), lse.extent == shape,
-                others);
+  check_written(
+      lse, "lse", [&] { return dims({{"B", shape[0]}, {"Nq", shape[1]}, {heads, shape[2]}}); }, lse.extent == shape,
+      others);
 }
 
 // Checks the shapes of q, k, v and out against each other (GQA: Hkv divides
@@ -154,15 +156,18 @@ typed_views<Q, K, V, O> checked_views(view4<const Q> q, view4<const K> k, view4<
   const index_t b = q.extent[0], nq = q.extent[1], hq = q.extent[2], dk = q.extent[3];
   require_view(q, "q", "(B, Nq, Hq, Dk) with Hq, Dk >= 1", hq >= 1 && dk >= 1);
   const index_t nk = k.extent[1], hkv = k.extent[2];
-  require_view(k, "k", dims({{"B", b}, {"Nk", -1}, {"Hkv", -1}, {"Dk", dk}}) + " with Hkv >= 1",
-               k.extent[0] == b && hkv >= 1 && k.extent[3] == dk);
-  require(hq % hkv == 0, "k", "a kv head count dividing Hq = " + std::to_string(hq) + " (GQA)",
-          "Hkv = " + std::to_string(hkv));
+  require_view(
+      k, "k", [&] { return dims({{"B", b}, {"Nk", -1}, {"Hkv", -1}, {"Dk", dk}}) + " with Hkv >= 1"; },
+      k.extent[0] == b && hkv >= 1 && k.extent[3] == dk);
+  require(hq % hkv == 0, "k", [&] { return concat("a kv head count dividing Hq = ", hq, " (GQA)"); },
+          [&] { return concat("Hkv = ", hkv); });
   const index_t dv = v.extent[3];
-  require_view(v, "v", dims({{"B", b}, {"Nk", nk}, {"Hkv", hkv}, {"Dv", -1}}) + " with Dv >= 1",
-               v.extent[0] == b && v.extent[1] == nk && v.extent[2] == hkv && dv >= 1);
-  check_written(out, "out", dims({{"B", b}, {"Nq", nq}, {"Hq", hq}, {"Dv", dv}}),
-                out.extent == std::array<index_t, 4>{b, nq, hq, dv}, {{q, "q"}, {k, "k"}, {v, "v"}});
+  require_view(
+      v, "v", [&] { return dims({{"B", b}, {"Nk", nk}, {"Hkv", hkv}, {"Dv", -1}}) + " with Dv >= 1"; },
+      v.extent[0] == b && v.extent[1] == nk && v.extent[2] == hkv && dv >= 1);
+  check_written(
+      out, "out", [&] { return dims({{"B", b}, {"Nq", nq}, {"Hq", hq}, {"Dv", dv}}); },
+      out.extent == std::array<index_t, 4>{b, nq, hq, dv}, {{q, "q"}, {k, "k"}, {v, "v"}});
   return {q, k, v, out};
 }
 

@@ -54,8 +54,8 @@ inline view3<const float> checked_scales(const view3<const float>& scales, const
                                          index_t n0, index_t n1, index_t heads, const char* n0_name,
                                          const char* n1_name, const char* heads_name) {
   require_view(scales, name,
-               dims({{n0_name, n0}, {n1_name, n1}, {heads_name, heads}}) + " or (" + n0_name +
-                   ", " + n1_name + ", 1)",
+               [&] { return concat(dims({{n0_name, n0}, {n1_name, n1}, {heads_name, heads}}), " or (", n0_name, ", ",
+                                   n1_name, ", 1)"); },
                scales.extent[0] == n0 && scales.extent[1] == n1 &&
                    (scales.extent[2] == heads || scales.extent[2] == 1));
   return {scales.data,

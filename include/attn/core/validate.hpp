@@ -15,17 +15,19 @@
 // argument, what was expected and what was received.
 namespace attn::detail {
 
-template <class T, std::size_t R>
-void require_view(const strided_view<T, R>& v, const char* name, const std::string& expected_shape,
-                  bool shape_ok) {
+// expected_shape is a message part (error.hpp): a string, or a callable
+// that builds one when the check fails.
+template <class T, std::size_t R, class Shape>
+void require_view(const strided_view<T, R>& v, const char* name, const Shape& expected_shape, bool shape_ok) {
+  const auto shape = [&] { return shape_string(v); };
   require(v.data != nullptr, name, "a non-null data pointer", "null");
-  require(shape_ok, name, "shape " + expected_shape, shape_string(v));
+  require(shape_ok, name, [&] { return concat("shape ", message_part(expected_shape)); }, shape);
   for (std::size_t r = 0; r < R; ++r) {
-    require(v.extent[r] >= 0, name, "non-negative extents", shape_string(v));
-    require(v.stride[r] >= 0, name, "non-negative strides", "stride " + std::to_string(v.stride[r]) +
-                                                                  " in dimension " + std::to_string(r));
+    require(v.extent[r] >= 0, name, "non-negative extents", shape);
+    require(v.stride[r] >= 0, name, "non-negative strides",
+            [&] { return concat("stride ", v.stride[r], " in dimension ", r); });
   }
-  require(v.size() >= 0, name, "an element count that fits in 64 bits", shape_string(v));
+  require(v.size() >= 0, name, "an element count that fits in 64 bits", shape);
 }
 
 // A written view must not map two elements to one address. Checked by a
@@ -41,10 +43,8 @@ void require_distinct(const strided_view<T, R>& v, const char* name) {
   index_t inner_span = 0;  // offset of the last element of the inner dimensions
   for (std::size_t r : order) {
     if (v.extent[r] <= 1) continue;
-    require(v.stride[r] > inner_span, name,
-            "strides that map every element to its own address (it is written)",
-            "stride " + std::to_string(v.stride[r]) + " in dimension " + std::to_string(r) +
-                " inside a span of " + std::to_string(inner_span + 1));
+    require(v.stride[r] > inner_span, name, "strides that map every element to its own address (it is written)",
+            [&] { return concat("stride ", v.stride[r], " in dimension ", r, " inside a span of ", inner_span + 1); });
     inner_span += (v.extent[r] - 1) * v.stride[r];
   }
 }
@@ -66,7 +66,7 @@ struct named_memory {
 inline void require_disjoint(const named_memory& written, const named_memory& input) {
   require(written.begin == written.end || input.begin == input.end || written.end <= input.begin ||
               input.end <= written.begin,
-          written.name, std::string("memory disjoint from ") + input.name, "overlapping buffers");
+          written.name, [&] { return concat("memory disjoint from ", input.name); }, "overlapping buffers");
 }
 // The same for two views.
 template <class T, class U, std::size_t R, std::size_t S>

@@ -355,8 +355,8 @@ struct kv_length_mask {
   void check(const problem_shape& s) const {
     for (index_t b = 0; b < s.batch; ++b)
       detail::require(lengths[b] >= 0 && lengths[b] <= s.nk, "lengths",
-                      "each sequence's key count in [0, Nk = " + std::to_string(s.nk) + "]",
-                      "lengths[" + std::to_string(b) + "] = " + std::to_string(lengths[b]));
+                      [&] { return detail::concat("each sequence's key count in [0, Nk = ", s.nk, "]"); },
+                      [&] { return detail::concat("lengths[", b, "] = ", lengths[b]); });
   }
 };
 

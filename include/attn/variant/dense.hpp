@@ -140,12 +140,12 @@ inline void check_options_beside_mask(const softmax_options& opt) {
 // The key counts of opt.kv_lengths on a contiguous cache of Nk keys.
 inline void check_kv_lengths(std::span<const std::int32_t> lengths, index_t batch, index_t nk) {
   require(static_cast<index_t>(lengths.size()) == batch, "kv_lengths",
-          "one key count per sequence (B = " + std::to_string(batch) + ")",
-          std::to_string(lengths.size()) + " counts");
+          [&] { return concat("one key count per sequence (B = ", batch, ")"); },
+          [&] { return concat(lengths.size(), " counts"); });
   for (index_t s = 0; s < batch; ++s)
     require(lengths[s] >= 0 && lengths[s] <= nk, "kv_lengths",
-            "each sequence's key count in [0, Nk = " + std::to_string(nk) + "]",
-            "kv_lengths[" + std::to_string(s) + "] = " + std::to_string(lengths[s]));
+            [&] { return concat("each sequence's key count in [0, Nk = ", nk, "]"); },
+            [&] { return concat("kv_lengths[", s, "] = ", lengths[s]); });
 }
 
 // The contiguous problem: q, k, v, out, lse and the options.
@@ -269,15 +269,17 @@ paged_views<K, V> checked_paged_cache(const typed_paged_kv<K, V>& cache, index_t
                                       std::span<const std::int32_t> lengths) {
   const view4<const K>& kp = cache.k_pages;
   const view4<const V>& vp = cache.v_pages;
-  require_view(kp, "k_pages",
-               dims({{"P", -1}, {"page_size", -1}, {"Hkv", -1}, {"Dk", dk}}) + " with page_size, Hkv >= 1",
-               kp.extent[1] >= 1 && kp.extent[2] >= 1 && kp.extent[3] == dk);
+  require_view(
+      kp, "k_pages",
+      [&] { return dims({{"P", -1}, {"page_size", -1}, {"Hkv", -1}, {"Dk", dk}}) + " with page_size, Hkv >= 1"; },
+      kp.extent[1] >= 1 && kp.extent[2] >= 1 && kp.extent[3] == dk);
   const index_t pool = kp.extent[0], page_size = kp.extent[1], hkv = kp.extent[2];
-  require(hq % hkv == 0, "k_pages", "a kv head count dividing Hq = " + std::to_string(hq) + " (GQA)",
-          "Hkv = " + std::to_string(hkv));
-  require_view(vp, "v_pages",
-               dims({{"P", pool}, {"page_size", page_size}, {"Hkv", hkv}, {"Dv", -1}}) + " with Dv >= 1",
-               vp.extent[0] == pool && vp.extent[1] == page_size && vp.extent[2] == hkv && vp.extent[3] >= 1);
+  require(hq % hkv == 0, "k_pages", [&] { return concat("a kv head count dividing Hq = ", hq, " (GQA)"); },
+          [&] { return concat("Hkv = ", hkv); });
+  require_view(
+      vp, "v_pages",
+      [&] { return dims({{"P", pool}, {"page_size", page_size}, {"Hkv", hkv}, {"Dv", -1}}) + " with Dv >= 1"; },
+      vp.extent[0] == pool && vp.extent[1] == page_size && vp.extent[2] == hkv && vp.extent[3] >= 1);
   const index_t capacity = check_block_table(cache.block_table, batch, pool, page_size, lengths, "kv_lengths");
   return {logical_cache(kp, batch, capacity), logical_cache(vp, batch, capacity),
           kv_pages{cache.block_table.data, cache.block_table.stride[0], page_size}};
@@ -292,9 +294,10 @@ typed_softmax_problem<Q, K, V, O> make_paged_problem(view4<const Q> q, const typ
   require_view(q, "q", "(B, Nq, Hq, Dk) with Hq, Dk >= 1", hq >= 1 && q.extent[3] >= 1);
   const paged_views<K, V> kv = checked_paged_cache(cache, b, hq, q.extent[3], opt.kv_lengths);
   const index_t dv = kv.v.extent[3];
-  check_written(out, "out", dims({{"B", b}, {"Nq", nq}, {"Hq", hq}, {"Dv", dv}}),
-                out.extent == std::array<index_t, 4>{b, nq, hq, dv},
-                {{q, "q"}, {cache.k_pages, "k_pages"}, {cache.v_pages, "v_pages"}});
+  check_written(
+      out, "out", [&] { return dims({{"B", b}, {"Nq", nq}, {"Hq", hq}, {"Dv", dv}}); },
+      out.extent == std::array<index_t, 4>{b, nq, hq, dv},
+      {{q, "q"}, {cache.k_pages, "k_pages"}, {cache.v_pages, "v_pages"}});
   check_lse(lse, {b, nq, hq}, "Hq", {{out, "out"}, {q, "q"}, {cache.k_pages, "k_pages"}, {cache.v_pages, "v_pages"}});
   typed_views<Q, K, V, O> views{q, kv.k, kv.v, out, kv.pages};
   views.sequences.k_lengths = opt.kv_lengths.data();
