@@ -50,9 +50,9 @@ void fill(float* x, index_t n, std::uint64_t key) {
 }
 
 // Keys held by each sequence: len_b = Nkv (b + 1) / B rounded down to a
-// multiple of 64, at least 1024 (or Nkv, if less). B = 1: Nkv; the ragged B = 8 spreads them
-// from 1K to Nkv (Nkv = 32768: 4096, 8192, ..., 32768; 4096: 1024, 1024,
-// 1536, ..., 4096).
+// multiple of 64, at least 1024 (or Nkv, if less). B = 1: Nkv; the ragged
+// B = 8 spreads them from 1K to Nkv (Nkv = 32768: 4096, 8192, ..., 32768;
+// 4096: 1024, 1024, 1536, ..., 4096).
 std::vector<std::int32_t> sequence_lengths(index_t batch, index_t nkv) {
   std::vector<std::int32_t> lengths(static_cast<std::size_t>(batch));
   for (index_t b = 0; b < batch; ++b)
