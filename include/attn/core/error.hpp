@@ -39,8 +39,8 @@ std::string concat(const Parts&... parts) {
 
 // A part of an error message: a value, written as it is, or a callable that
 // returns one, called only when the check fails, so that a passing check
-// builds no strings (a decode step's checks cost more than a short step
-// otherwise).
+// builds no strings (built eagerly, they were a quarter of a 32-key decode
+// call's instructions).
 template <class Part>
 decltype(auto) message_part(const Part& part) {
   if constexpr (std::is_invocable_v<const Part&>)
