@@ -135,6 +135,9 @@ TYPED_TEST(NeighborhoodTest, OneDimension) {
   check<T, 1>(1, {41}, 2, 2, 8, {neighborhood_dim{9, 2, 3, true}});     // causal, dilated, strided
   check<T, 1>(1, {23}, 2, 2, 8, {neighborhood_dim{23}});                // K = L: dense
   check<T, 1>(1, {300}, 2, 2, 32, {neighborhood_dim{129}}, attn::openmp{2});
+  // Rows of several segment work items (64 queries each), GQA; dilated and strided.
+  check<T, 1>(1, {150}, 4, 2, 16, {neighborhood_dim{13}});
+  check<T, 1>(1, {203}, 2, 2, 16, {neighborhood_dim{11, 2, 3}}, attn::openmp{2});
 }
 
 TYPED_TEST(NeighborhoodTest, TwoDimensions) {
@@ -147,6 +150,8 @@ TYPED_TEST(NeighborhoodTest, TwoDimensions) {
   // Y, a head dim that is no multiple of any vector width.
   check<T, 2>(1, {16, 19}, 2, 2, 80, {neighborhood_dim{4, 1, 4}, neighborhood_dim{3, 1, 1, true}});
   check<T, 2>(1, {24, 24}, 2, 2, 32, {neighborhood_dim{7, 3}, neighborhood_dim{7, 2, 7}}, attn::openmp{2});
+  // 31 window rows: segment work items of fewer than 64 queries, several a row.
+  check<T, 2>(1, {33, 100}, 2, 1, 16, {neighborhood_dim{31}, neighborhood_dim{5, 2}}, attn::openmp{2});
 }
 
 TYPED_TEST(NeighborhoodTest, ThreeDimensions) {

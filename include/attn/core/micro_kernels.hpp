@@ -53,11 +53,14 @@ inline void score_block(const T* k, index_t k_stride, index_t dk,      // k: (Ke
     for (int c = 0; c < QueryVecs; ++c) B::store(st + r * lds + c * W, acc[r][c]);
 }
 
+// P element (row r, key j) at p[j * key_stride + r * row_stride]: S^T
+// tiles (key_stride = ldp, row_stride = 1) and the segment kernel's
+// per-query score rows (1, ldp) alike.
 template <class B, int Rows, int ColVecs, class T>
-inline void value_block(const float* pt, index_t ldp,       // pt: (keys, Rows) of S^T
-                        const T* v, index_t v_stride,       // v: (keys, ColVecs*W)
-                        index_t keys,                       //
-                        float* o, index_t ldo) {            // o: (Rows, ColVecs*W)
+inline void value_block(const float* p, index_t key_stride, index_t row_stride,  // p: (keys, Rows), strided
+                        const T* v, index_t v_stride,                            // v: (keys, ColVecs*W)
+                        index_t keys,                                            //
+                        float* o, index_t ldo) {                                 // o: (Rows, ColVecs*W)
   using vec = typename B::vec;
   constexpr index_t W = static_cast<index_t>(B::width);
   vec acc[Rows][ColVecs];
@@ -72,8 +75,8 @@ inline void value_block(const float* pt, index_t ldp,       // pt: (keys, Rows) 
     vec vv[ColVecs];
     for (int c = 0; c < ColVecs; ++c) vv[c] = B::load(v + j * v_stride + c * W);
     for (int r = 0; r < Rows; ++r) {
-      const vec p = B::broadcast(pt[j * ldp + r]);
-      for (int c = 0; c < ColVecs; ++c) acc[r][c] = B::fma(p, vv[c], acc[r][c]);
+      const vec pb = B::broadcast(p[j * key_stride + r * row_stride]);
+      for (int c = 0; c < ColVecs; ++c) acc[r][c] = B::fma(pb, vv[c], acc[r][c]);
     }
   }
   for (int r = 0; r < Rows; ++r)
@@ -372,35 +375,8 @@ inline void segment_score_block(const float* q, index_t dk,              // q: (
       for (int v = 0; v < NV; ++v) B::store(s + t * lds + (g * NV + v) * W, acc[g][t][v]);
 }
 
-//   values: o[t][c] += sum over w and j < keys of p[t][w * run + j] v[w][j * v_stride + column + c],
-// c < CV * W. All window rows in one call, so the accumulators are loaded and
-// stored once per segment and column block.
-template <class B, int T, int CV, class V>
-inline void segment_value_block(const float* p, index_t ldp, index_t run,      // p: (T, ldp)
-                                const V* const* v, index_t column,              // v[w]: (keys, v_stride)
-                                index_t rows, index_t keys, index_t v_stride,   //
-                                float* o, index_t ldo) {                        // o: (T, CV * W)
-  using vec = typename B::vec;
-  constexpr index_t W = static_cast<index_t>(B::width);
-  vec acc[T][CV];
-  for (int t = 0; t < T; ++t)
-    for (int c = 0; c < CV; ++c) acc[t][c] = B::load(o + t * ldo + c * W);
-  for (index_t w = 0; w < rows; ++w) {
-    const V* vw = v[w] + column;
-    const float* pw = p + w * run;
-#pragma GCC unroll 2
-    for (index_t j = 0; j < keys; ++j) {
-      vec vv[CV];
-      for (int c = 0; c < CV; ++c) vv[c] = B::load(vw + j * v_stride + c * W);
-      for (int t = 0; t < T; ++t) {
-        const vec pb = B::broadcast(pw[t * ldp + j]);
-        for (int c = 0; c < CV; ++c) acc[t][c] = B::fma(pb, vv[c], acc[t][c]);
-      }
-    }
-  }
-  for (int t = 0; t < T; ++t)
-    for (int c = 0; c < CV; ++c) B::store(o + t * ldo + c * W, acc[t][c]);
-}
+//   values: value_block over one window row's scores, p[t * ldp + j]
+//   (key_stride 1, row_stride ldp); the caller walks the rows.
 
 // S^T tile: st (keys, ldq) = K tile (keys, dk) . Q^T (dk, ldq).
 // ldq is a multiple of W (the packed query tile); a tile narrower than the
@@ -467,7 +443,7 @@ inline void value_tile(const float* pt, index_t ldp, index_t rows, const T* v,
     return [&, r](index_t cv, auto vecs) {
       const index_t c = cv * W;
       value_block<B, decltype(rows_n)::value, decltype(vecs)::value>(
-          pt + r, ldp, v + c, v_stride, keys, o + r * ldo + c, ldo);
+          pt + r, ldp, 1, v + c, v_stride, keys, o + r * ldo + c, ldo);
     };
   };
   if (rows <= B::dot_rows) {

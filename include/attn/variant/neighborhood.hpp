@@ -853,8 +853,12 @@ void neighborhood_offsets(strided_view<const QStored, N> q, strided_view<const K
 // vectors of keys.
 inline constexpr int segment_queries = 4;
 inline constexpr int segment_vectors = 3;
-// Queries per work item along a grid row (a few segments).
+// Queries per work item along a grid row (a few segments): at most
+// segment_chunk, fewer where their scores (queries x window rows x
+// segment_vectors W floats) would pass segment_score_floats (128 KiB).
+// 32, 64, 96 and 128 measured alike (AVX2, 96 x 96, K = 13).
 inline constexpr index_t segment_chunk = 64;
+inline constexpr index_t segment_score_floats = 32768;
 
 // Queries a segment takes: the most (up to segment_queries) whose union of
 // windows, K + T - 1 keys inside the grid with stride 1, needs no more key
@@ -883,10 +887,13 @@ bool segments_apply(const std::array<neighborhood_dim, R>& dims, const strided_v
 // rows of their windows in the other dimensions) and, in each, the union of
 // their windows along the last one, NV vectors of keys loaded whole from the
 // transposed key panels and multiplied by broadcast queries, a GEMM-shaped
-// block instead of one unaligned load per offset. A query's scores (window
-// rows x NV W keys) then lose the pairs outside its own window, get one
-// softmax (no running state: the whole window is there), and the values are
-// read in place, all window rows in one P V call per column block.
+// block instead of one unaligned load per offset. The item's scores are
+// computed a window row at a time for all its segments, so a row's keys come
+// from memory once per item rather than once per segment (they overlap by
+// all but T keys); each query's scores (window rows x NV W keys) then lose
+// the pairs outside its own window and get one softmax (no running state: the
+// whole window is there), and the values are read in place in the same
+// order, a window row at a time for every segment.
 template <class B, std::size_t N, std::size_t R, class QStored, class KStored, class VStored, class OStored>
 void neighborhood_segments(strided_view<const QStored, N> q, strided_view<const KStored, N> k,
                            strided_view<const VStored, N> v, strided_view<OStored, N> out,
@@ -909,125 +916,162 @@ void neighborhood_segments(strided_view<const QStored, N> q, strided_view<const 
   const index_t vstep = layout.last_step(v);  // between values consecutive along a row
   const bool finite = all_values_finite<B>(layout, v, exec);
 
-  index_t most = 0;
+  index_t most = 0, most_rows = 1;
   for (const auto& gr : layout.groups()) most = std::max(most, gr.members[R - 1]);
-  const index_t chunks = ceil_div(most, segment_chunk);
+  for (std::size_t d = 0; d + 1 < R; ++d) most_rows *= dims[d].kernel;
+  const index_t chunk_queries =
+      std::clamp<index_t>(segment_score_floats / (most_rows * segment_vectors * W), segment_queries, segment_chunk);
+  const index_t chunks = ceil_div(most, chunk_queries);
   const int widest = segment_width<B>(dims[R - 1].kernel);
+  // Window rows a score call takes: its G for the widest segments.
+  const index_t row_block = std::clamp<index_t>(8 / (widest * ceil_div(dims[R - 1].kernel, W)), 1, 4);
   const float qscale = scale * log2e;
+  // Items numbered (batch, kv head, grid row, head of the group, chunk): a
+  // thread's consecutive items share most of their window rows, so the key
+  // panels and values stay in L2 between them.
   exec.parallel_for(static_cast<std::size_t>(batch * rows * chunks * hq), [&](std::size_t item) {
-    const auto [b, r, chunk, h] = locate_panel_item(item, hq, chunks, rows);
-    const index_t kvh = h / group;
+    index_t rest = static_cast<index_t>(item);
+    const index_t chunk = rest % chunks;
+    rest /= chunks;
+    const index_t hg = rest % group;
+    rest /= group;
+    const index_t r = rest % rows;
+    rest /= rows;
+    const index_t kvh = rest % hkv, b = rest / hkv, h = kvh * group + hg;
     const auto& gr = layout.group_of_row(r);
     const index_t members = gr.members[R - 1];
-    const index_t u_begin = chunk * segment_chunk;
+    const index_t u_begin = chunk * chunk_queries;
     if (u_begin >= members) return;
-    const index_t u_end = std::min(members, u_begin + segment_chunk);
+    const index_t u_end = std::min(members, u_begin + chunk_queries);
 
     // The item's window rows (row-major, flat within the group).
     std::array<index_t, R> c = layout.outer(gr, r - gr.first_row);
     thread_local std::vector<index_t> window;
     layout.window_rows(gr, c, window);
     const index_t wrows = static_cast<index_t>(window.size()), most_keys = segment_vectors * W;
-    scratch_carver carve(thread_scratch().floats(
-        scratch_carver::round_up(static_cast<std::size_t>(segment_queries * dk)) +
-        scratch_carver::round_up(static_cast<std::size_t>(segment_queries * wrows * most_keys)) +
-        scratch_carver::round_up(static_cast<std::size_t>(segment_queries * dv))));
-    float* qrows = carve.take(static_cast<std::size_t>(segment_queries * dk));  // (T, dk)
-    float* s = carve.take(static_cast<std::size_t>(segment_queries * wrows * most_keys));  // (T, window keys)
-    float* o = carve.take(static_cast<std::size_t>(segment_queries * dv));  // (T, dv)
-    // Per window row: its value row at the last coordinate 0, then at the
-    // segment's first key.
+    // The chunk's segments: a segment's queries, their windows along the
+    // last dimension and the union [xlo, xlo + run): fewer queries where a
+    // stride or the border widens the union past segment_vectors vectors.
+    struct segment {
+      index_t u0, xlo, run, scores;  // scores: offset of its (T, wrows * run) block
+      int count;
+      index_t first[segment_queries], last[segment_queries];
+    };
+    thread_local std::vector<segment> segments;
+    segments.clear();
+    index_t score_floats = 0;
+    for (index_t u0 = u_begin; u0 < u_end;) {
+      segment sg{};
+      sg.u0 = u0;
+      sg.count = static_cast<int>(std::min<index_t>(widest, u_end - u0));
+      index_t xhi;
+      while (true) {
+        sg.xlo = std::numeric_limits<index_t>::max();
+        xhi = std::numeric_limits<index_t>::min();
+        for (int t = 0; t < sg.count; ++t) {
+          const neighborhood_keys win = layout.window(R - 1, gr, u0 + t);
+          sg.first[t] = win.first;
+          sg.last[t] = win.last;
+          sg.xlo = std::min(sg.xlo, win.first);
+          xhi = std::max(xhi, win.last);
+        }
+        if (xhi - sg.xlo <= most_keys || sg.count == 1) break;
+        --sg.count;
+      }
+      sg.run = ceil_div(xhi - sg.xlo, W) * W;
+      sg.scores = score_floats;
+      score_floats += sg.count * wrows * sg.run;
+      segments.push_back(sg);
+      u0 += sg.count;
+    }
+    const index_t queries = u_end - u_begin;
+    scratch_carver carve(thread_scratch().floats(scratch_carver::round_up(static_cast<std::size_t>(queries * dk)) +
+                                                 scratch_carver::round_up(static_cast<std::size_t>(score_floats)) +
+                                                 scratch_carver::round_up(static_cast<std::size_t>(queries * dv))));
+    float* qrows = carve.take(static_cast<std::size_t>(queries * dk));  // (queries, dk)
+    float* s = carve.take(static_cast<std::size_t>(score_floats));      // per segment (T, wrows * run)
+    float* o = carve.take(static_cast<std::size_t>(queries * dv));      // (queries, dv)
+    // Per window row: its value row at the last coordinate 0.
     thread_local std::vector<index_t> vbase;
-    thread_local std::vector<const VStored*> vrows;
     vbase.resize(window.size());
-    vrows.resize(window.size());
     for (std::size_t w = 0; w < window.size(); ++w)
       vbase[w] = layout.grid_offset(v, gr, layout.outer(gr, window[w]));
     const float* kt_slot = kt_all + (b * hkv + kvh) * layout.slot(dk) + dk * gr.first;
     const QStored* qh = q.data + b * q.stride[0] + h * q.stride[N - 2];
     const VStored* vh = v.data + b * v.stride[0] + kvh * v.stride[N - 2];
     OStored* oh = out.data + b * out.stride[0] + h * out.stride[N - 2];
-
-    for (index_t u0 = u_begin; u0 < u_end;) {
-      // The segment's queries, their windows along the last dimension and
-      // the union [xlo, xhi): fewer queries where a stride or the border
-      // widens the union past segment_vectors vectors.
-      int count = static_cast<int>(std::min<index_t>(widest, u_end - u0));
-      index_t first[segment_queries], last[segment_queries], xlo, xhi;
-      while (true) {
-        xlo = std::numeric_limits<index_t>::max();
-        xhi = std::numeric_limits<index_t>::min();
-        for (int t = 0; t < count; ++t) {
-          const neighborhood_keys win = layout.window(R - 1, gr, u0 + t);
-          first[t] = win.first;
-          last[t] = win.last;
-          xlo = std::min(xlo, first[t]);
-          xhi = std::max(xhi, last[t]);
-        }
-        if (xhi - xlo <= most_keys || count == 1) break;
-        --count;
-      }
-      const index_t nv = ceil_div(xhi - xlo, W), run = nv * W;  // keys per window row
-      const index_t lds = wrows * run;                           // a query's scores
-      for (int t = 0; t < count; ++t) {
-        c[R - 1] = u0 + t;
-        const QStored* src = qh + layout.grid_offset(q, gr, c);
-        for (index_t d = 0; d < dk; ++d) qrows[t * dk + d] = to_float(src[d * q.stride[N - 1]]) * qscale;
-      }
-      // Scores (query; window row, key), then the pairs outside each
-      // query's own window removed.
-      with_count<segment_queries>(count, [&](auto tn) {
-        with_count<segment_vectors>(static_cast<int>(nv), [&](auto vn) {
-          constexpr int T = decltype(tn)::value, NV = decltype(vn)::value;
-          constexpr int G = std::clamp(8 / (T * NV), 1, 4);  // G T NV <= 12 accumulators
-          for_each_block<G>(wrows, [&](index_t w0, auto gn) {
-            const float* kt[decltype(gn)::value];
-            for (int g = 0; g < decltype(gn)::value; ++g)
-              kt[g] = kt_slot + window[w0 + g] * dk * gr.pitch + pad + xlo;
-            segment_score_block<B, decltype(gn)::value, T, NV>(qrows, dk, kt, gr.pitch, s + w0 * run, lds);
+    for (index_t u = u_begin; u < u_end; ++u) {
+      c[R - 1] = u;
+      const QStored* src = qh + layout.grid_offset(q, gr, c);
+      for (index_t d = 0; d < dk; ++d) qrows[(u - u_begin) * dk + d] = to_float(src[d * q.stride[N - 1]]) * qscale;
+    }
+    // Scores, a window row (or G) at a time for every segment of the chunk:
+    // neighbouring segments share most of their keys, so a row's keys are
+    // read from memory once per chunk, not once per segment.
+    for (index_t w0 = 0; w0 < wrows; w0 += row_block) {
+      const index_t rows_here = std::min(row_block, wrows - w0);
+      for (const segment& sg : segments)
+        with_count<segment_queries>(sg.count, [&](auto tn) {
+          with_count<segment_vectors>(static_cast<int>(sg.run / W), [&](auto vn) {
+            constexpr int T = decltype(tn)::value, NV = decltype(vn)::value;
+            constexpr int G = std::clamp(8 / (T * NV), 1, 4);  // G T NV <= 12 accumulators
+            const index_t lds = wrows * sg.run;
+            for_each_block<G>(rows_here, [&](index_t g0, auto gn) {
+              const float* kt[decltype(gn)::value];
+              for (int g = 0; g < decltype(gn)::value; ++g)
+                kt[g] = kt_slot + window[w0 + g0 + g] * dk * gr.pitch + pad + sg.xlo;
+              segment_score_block<B, decltype(gn)::value, T, NV>(qrows + (sg.u0 - u_begin) * dk, dk, kt, gr.pitch,
+                                                                 s + sg.scores + (w0 + g0) * sg.run, lds);
+            });
           });
         });
-      });
-      float m[segment_queries], l[segment_queries];
-      for (int t = 0; t < count; ++t) {
-        float* row = s + t * lds;
+    }
+    // The pairs outside each query's own window removed, one softmax a query.
+    float m[segment_chunk], l[segment_chunk];  // per query of the item
+    for (const segment& sg : segments)
+      for (int t = 0; t < sg.count; ++t) {
+        const index_t lds = wrows * sg.run;
+        float* row = s + sg.scores + t * lds;
         for (index_t w = 0; w < wrows; ++w) {
-          std::fill(row + w * run, row + w * run + (first[t] - xlo), removed);
-          std::fill(row + w * run + (last[t] - xlo), row + (w + 1) * run, removed);
+          std::fill(row + w * sg.run, row + w * sg.run + (sg.first[t] - sg.xlo), removed);
+          std::fill(row + w * sg.run + (sg.last[t] - sg.xlo), row + (w + 1) * sg.run, removed);
         }
-        std::tie(m[t], l[t]) = softmax_row<B>(row, lds);
+        std::tie(m[sg.u0 - u_begin + t], l[sg.u0 - u_begin + t]) = softmax_row<B>(row, lds);
       }
-      // Values, every window row read in place (keys past the row's end, in
-      // the union's last vector, have p = 0 and are not read).
-      const index_t keys = std::min(run, members - xlo);
-      for (index_t w = 0; w < wrows; ++w) vrows[static_cast<std::size_t>(w)] = vh + vbase[w] + xlo * vstep;
-      std::fill_n(o, count * dv, 0.0f);
-      if (finite) {
-        with_count<segment_queries>(count, [&](auto tn) {
-          for_each_even_block<B::pv_few_rows_col_vecs>(dv / W, [&](index_t cv, auto vecs) {
-            segment_value_block<B, decltype(tn)::value, decltype(vecs)::value>(s, lds, run, vrows.data(), cv * W,
-                                                                               wrows, keys, vstep, o + cv * W, dv);
+    // Values, read in place a window row at a time as the keys were (keys
+    // past the row's end, in the union's last vector, have p = 0 and are
+    // not read).
+    std::fill_n(o, queries * dv, 0.0f);
+    for (index_t w = 0; w < wrows; ++w)
+      for (const segment& sg : segments) {
+        const index_t keys = std::min(sg.run, members - sg.xlo), lds = wrows * sg.run;
+        const float* p = s + sg.scores + w * sg.run;
+        const VStored* vrow = vh + vbase[w] + sg.xlo * vstep;
+        float* os = o + (sg.u0 - u_begin) * dv;
+        if (finite) {
+          with_count<segment_queries>(sg.count, [&](auto tn) {
+            for_each_even_block<B::pv_few_rows_col_vecs>(dv / W, [&](index_t cv, auto vecs) {
+              value_block<B, decltype(tn)::value, decltype(vecs)::value>(p, 1, lds, vrow + cv * W, vstep, keys,
+                                                                         os + cv * W, dv);
+            });
           });
-        });
-      } else {  // masked pairs (p = 0) skipped: 0 * NaN would reach the row
-        for (int t = 0; t < count; ++t)
-          for (index_t w = 0; w < wrows; ++w)
+        } else {  // masked pairs (p = 0) skipped: 0 * NaN would reach the row
+          for (int t = 0; t < sg.count; ++t)
             for (index_t j = 0; j < keys; ++j) {
-              const float p = s[t * lds + w * run + j];
-              if (p == 0.0f) continue;
-              for (index_t d = 0; d < dv; ++d) o[t * dv + d] += p * to_float(vrows[w][j * vstep + d]);
+              const float pj = p[t * lds + j];
+              if (pj == 0.0f) continue;
+              for (index_t d = 0; d < dv; ++d) os[t * dv + d] += pj * to_float(vrow[j * vstep + d]);
             }
+        }
       }
-      for (int t = 0; t < count; ++t) {
-        c[R - 1] = u0 + t;
-        const row_result res = finish_row(m[t], l[t]);
-        OStored* dst = oh + layout.grid_offset(out, gr, c);
-        for (index_t d = 0; d < dv; ++d)
-          dst[d * out.stride[N - 1]] = from_float<OStored>(o[t * dv + d] * res.inverse_sum);
-        if (!lse.empty())
-          lse.data[b * lse.stride[0] + h * lse.stride[N - 2] + layout.grid_offset(lse, gr, c)] = res.lse;
-      }
-      u0 += count;
+    for (index_t u = u_begin; u < u_end; ++u) {
+      c[R - 1] = u;
+      const row_result res = finish_row(m[u - u_begin], l[u - u_begin]);
+      OStored* dst = oh + layout.grid_offset(out, gr, c);
+      for (index_t d = 0; d < dv; ++d)
+        dst[d * out.stride[N - 1]] = from_float<OStored>(o[(u - u_begin) * dv + d] * res.inverse_sum);
+      if (!lse.empty())
+        lse.data[b * lse.stride[0] + h * lse.stride[N - 2] + layout.grid_offset(lse, gr, c)] = res.lse;
     }
   });
 }
