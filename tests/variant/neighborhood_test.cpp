@@ -152,6 +152,10 @@ TYPED_TEST(NeighborhoodTest, TwoDimensions) {
   check<T, 2>(1, {24, 24}, 2, 2, 32, {neighborhood_dim{7, 3}, neighborhood_dim{7, 2, 7}}, attn::openmp{2});
   // 31 window rows: segment work items of fewer than 64 queries, several a row.
   check<T, 2>(1, {33, 100}, 2, 1, 16, {neighborhood_dim{31}, neighborhood_dim{5, 2}}, attn::openmp{2});
+  // Last-dimension windows of 4 vectors on AVX2 (29 keys); blocked along Y,
+  // where 4 consecutive queries' windows span 2 blocks (segments shrink).
+  check<T, 2>(1, {9, 70}, 2, 2, 16, {neighborhood_dim{3}, neighborhood_dim{29}});
+  check<T, 2>(1, {7, 70}, 2, 2, 16, {neighborhood_dim{3}, neighborhood_dim{13, 1, 13}});
 }
 
 TYPED_TEST(NeighborhoodTest, ThreeDimensions) {

@@ -852,7 +852,10 @@ void neighborhood_offsets(strided_view<const QStored, N> q, strided_view<const K
 // union of their windows along the last dimension in up to segment_vectors
 // vectors of keys.
 inline constexpr int segment_queries = 4;
-inline constexpr int segment_vectors = 3;
+inline constexpr int segment_vectors = 4;
+// Accumulators a segment keeps (T x NV): a border or a stride that widens the
+// union takes fewer queries (AVX2's 16 registers: 12 + NV loads + 1).
+inline constexpr int segment_accumulators = 12;
 // Queries per work item along a grid row (a few segments): at most
 // segment_chunk, fewer where their scores (queries x window rows x
 // segment_vectors W floats) would pass segment_score_floats (128 KiB).
@@ -948,10 +951,11 @@ void neighborhood_segments(strided_view<const QStored, N> q, strided_view<const 
     std::array<index_t, R> c = layout.outer(gr, r - gr.first_row);
     thread_local std::vector<index_t> window;
     layout.window_rows(gr, c, window);
-    const index_t wrows = static_cast<index_t>(window.size()), most_keys = segment_vectors * W;
+    const index_t wrows = static_cast<index_t>(window.size());
     // The chunk's segments: a segment's queries, their windows along the
     // last dimension and the union [xlo, xlo + run): fewer queries where a
-    // stride or the border widens the union past segment_vectors vectors.
+    // stride or the border widens the union past segment_vectors vectors or
+    // segment_accumulators.
     struct segment {
       index_t u0, xlo, run, scores;  // scores: offset of its (T, wrows * run) block
       int count;
@@ -975,7 +979,8 @@ void neighborhood_segments(strided_view<const QStored, N> q, strided_view<const 
           sg.xlo = std::min(sg.xlo, win.first);
           xhi = std::max(xhi, win.last);
         }
-        if (xhi - sg.xlo <= most_keys || sg.count == 1) break;
+        const index_t nv = ceil_div(xhi - sg.xlo, W);
+        if ((nv <= segment_vectors && sg.count * nv <= segment_accumulators) || sg.count == 1) break;
         --sg.count;
       }
       sg.run = ceil_div(xhi - sg.xlo, W) * W;
@@ -1014,9 +1019,10 @@ void neighborhood_segments(strided_view<const QStored, N> q, strided_view<const 
         with_count<segment_queries>(sg.count, [&](auto tn) {
           with_count<segment_vectors>(static_cast<int>(sg.run / W), [&](auto vn) {
             constexpr int T = decltype(tn)::value, NV = decltype(vn)::value;
-            constexpr int G = std::clamp(8 / (T * NV), 1, 4);  // G T NV <= 12 accumulators
+            constexpr int G = std::clamp(8 / (T * NV), 1, 4);  // G T NV <= segment_accumulators
             const index_t lds = wrows * sg.run;
-            for_each_block<G>(rows_here, [&](index_t g0, auto gn) {
+            if constexpr (T * NV <= segment_accumulators)  // (segments never have more)
+              for_each_block<G>(rows_here, [&](index_t g0, auto gn) {
               const float* kt[decltype(gn)::value];
               for (int g = 0; g < decltype(gn)::value; ++g)
                 kt[g] = kt_slot + window[w0 + g0 + g] * dk * gr.pitch + pad + sg.xlo;
@@ -1091,18 +1097,24 @@ enum class neighborhood_kernel { tiles, offsets, segments };
 // the tiles' union of windows is a small overhead and their register-blocked
 // GEMM kernels need far fewer loads per FMA.
 inline constexpr index_t offset_tile_floats = 4096;
-// Among those, the segments wherever they apply (a query's window along the
-// last dimension within segment_vectors vectors): measured faster than the
-// offsets at K = 7 and 13 on AVX2 and AVX-512, even where they compute 16
-// keys per window row for 7 (AVX-512, 96 x 96, K = 7: 29-32 -> 26.5 ms).
+// The segments wherever they apply (a query's window along the last
+// dimension within segment_vectors vectors, values read in place) and the
+// window has at most segment_window_rows rows or would take the offsets:
+// measured faster than the offsets at K = 7 and 13 on AVX2 and AVX-512, even
+// where they compute 16 keys per window row for 7 (AVX-512, 96 x 96, K = 7:
+// 29-32 -> 26.5 ms), and than the tiles at K = 31 (AVX2, 96 x 96, 2 threads:
+// 357-420 -> 273-300 ms; AVX-512 alike) and K = (7, 31) (122 -> 73 ms); the
+// tiles stay ahead at K = (63, 13) (383 against 404 ms).
+inline constexpr index_t segment_window_rows = 32;
 template <class Backend, std::size_t R>
-neighborhood_kernel choose_neighborhood_kernel(const std::array<neighborhood_dim, R>& dims) {
+neighborhood_kernel choose_neighborhood_kernel(const std::array<neighborhood_dim, R>& dims, bool segments_apply) {
   const index_t W = static_cast<index_t>(Backend::width);
-  index_t floats = W;
-  for (std::size_t d = 0; d < R; ++d) floats *= dims[d].kernel;
-  if (floats > offset_tile_floats) return neighborhood_kernel::tiles;
-  return ceil_div(dims[R - 1].kernel, W) <= segment_vectors ? neighborhood_kernel::segments
-                                                            : neighborhood_kernel::offsets;
+  index_t rows = 1;
+  for (std::size_t d = 0; d + 1 < R; ++d) rows *= dims[d].kernel;
+  const index_t floats = W * rows * dims[R - 1].kernel;
+  if (segments_apply && (floats <= offset_tile_floats || rows <= segment_window_rows))
+    return neighborhood_kernel::segments;
+  return floats > offset_tile_floats ? neighborhood_kernel::tiles : neighborhood_kernel::offsets;
 }
 
 // neighborhood_attention with the kernel chosen (by choose_neighborhood_kernel
@@ -1157,8 +1169,9 @@ void neighborhood_run(strided_view<const Q, N> q, strided_view<const K, N> k, st
   const float scale = opt.scale.value_or(1.0f / std::sqrt(static_cast<float>(dk)));
   require(std::isfinite(scale), "scale", "a finite value", scale);
   if (b == 0) return;
-  const neighborhood_kernel chosen = kernel.value_or(choose_neighborhood_kernel<Backend>(opt.dims));
-  if (chosen == neighborhood_kernel::segments && detail::segments_apply<Backend>(opt.dims, v)) {
+  const bool segments = detail::segments_apply<Backend>(opt.dims, v);
+  const neighborhood_kernel chosen = kernel.value_or(choose_neighborhood_kernel<Backend>(opt.dims, segments));
+  if (chosen == neighborhood_kernel::segments && segments) {
     neighborhood_segments<Backend>(q, k, v, out, lse, opt.dims, scale, exec);
     return;
   }
