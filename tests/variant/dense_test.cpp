@@ -314,6 +314,12 @@ TYPED_TEST(DenseTest, MemoryLayouts) {
                             .v_mem = ref::padded_bhsd,
                             .out_mem = ref::padded_bhsd,
                             .lse_mem = ref::padded_bsh});
+  // Decode-shaped tiles (queries packed by rows) with q and out channels
+  // strided.
+  expect_oracle<TypeParam>({.s = {1, 1, 700, 8, 2, 64, 64},
+                            .causal = true,
+                            .q_mem = ref::bsdh_memory,
+                            .out_mem = ref::bsdh_memory});
 }
 
 TYPED_TEST(DenseTest, LseIsOptional) {

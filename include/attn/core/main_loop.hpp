@@ -298,15 +298,20 @@ struct workspace {
 template <class B, class P>
 void pack_queries(const P& p, const tile_rows& t, const workspace<B>& ws) {
   const float q_scale = p.scale * log2e;
-  const index_t row_stride = ws.by_rows ? ws.dk : 1, d_stride = ws.by_rows ? 1 : ws.ldq;
+  const index_t q_stride = p.q.stride[3];
   for (index_t kv = 0; kv < t.kv_heads; ++kv) {
     float* q = ws.queries(kv);
-    std::fill_n(q, ws.by_rows ? ws.rows * ws.dk : ws.dk * ws.ldq, 0.0f);
+    if (!ws.by_rows) std::fill_n(q, ws.dk * ws.ldq, 0.0f);  // by rows (dk % W == 0) fills every element
     for (index_t r = 0; r < ws.rows; ++r) {
       const index_t tr = kv * ws.rows + r;
       const auto* src = p.q_row(t.b, t.position(tr), t.head(tr));
-      for (index_t d = 0; d < ws.dk; ++d)
-        q[d * d_stride + r * row_stride] = q_scale * to_float(src[d * p.q.stride[3]]);
+      if (ws.by_rows && q_stride == 1) {  // a vector at a time (decode: a few rows per call)
+        const typename B::vec s = B::broadcast(q_scale);
+        for (index_t d = 0; d < ws.dk; d += ws.W) B::store(q + r * ws.dk + d, B::mul(s, B::load(src + d)));
+      } else {
+        const index_t row_stride = ws.by_rows ? ws.dk : 1, d_stride = ws.by_rows ? 1 : ws.ldq;
+        for (index_t d = 0; d < ws.dk; ++d) q[d * d_stride + r * row_stride] = q_scale * to_float(src[d * q_stride]);
+      }
     }
     if (ws.int_dot) {
       float* scales = ws.int_query_scales(kv);
@@ -816,6 +821,12 @@ void store_row(const P& p, index_t b, index_t i, index_t h, float* o, float lse)
       for (index_t d = 0; d < p.dv(); ++d) earlier[d] = p.earlier(b, p.q_index(b, i), h, d);
     merge_row(o, lse, earlier.data(), *p.lse_at(b, i, h), p.dv());
   }
+  if constexpr (std::is_same_v<typename P::out_type, float>)
+    if (d_stride == 1) {
+      std::copy_n(o, p.dv(), out);
+      if (!p.lse.empty()) *p.lse_at(b, i, h) = lse;
+      return;
+    }
   for (index_t d = 0; d < p.dv(); ++d) out[d * d_stride] = from_float<typename P::out_type>(o[d]);
   if (!p.lse.empty()) *p.lse_at(b, i, h) = lse;
 }
