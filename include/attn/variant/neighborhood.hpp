@@ -863,6 +863,12 @@ inline constexpr int segment_accumulators = 12;
 inline constexpr index_t segment_chunk = 64;
 inline constexpr index_t segment_score_floats = 32768;
 
+// Value vectors a segment's P V block takes: the registers of a dot_rows x
+// pv_few_rows_col_vecs block (accumulators, value loads, one broadcast)
+// spent on T queries (AVX2: 3 for 3 or 4 queries, 5 for 2, 7 for 1).
+template <class B, int T>
+inline constexpr int segment_value_vecs = (B::dot_rows + 1) * B::pv_few_rows_col_vecs / (T + 1);
+
 // Queries a segment takes: the most (up to segment_queries) whose union of
 // windows, K + T - 1 keys inside the grid with stride 1, needs no more key
 // vectors than one query's window (K = 13 on AVX2: 4 queries, 16 keys; K = 7:
@@ -1056,9 +1062,9 @@ void neighborhood_segments(strided_view<const QStored, N> q, strided_view<const 
         float* os = o + (sg.u0 - u_begin) * dv;
         if (finite) {
           with_count<segment_queries>(sg.count, [&](auto tn) {
-            for_each_even_block<B::pv_few_rows_col_vecs>(dv / W, [&](index_t cv, auto vecs) {
-              value_block<B, decltype(tn)::value, decltype(vecs)::value>(p, 1, lds, vrow + cv * W, vstep, keys,
-                                                                         os + cv * W, dv);
+            constexpr int T = decltype(tn)::value;
+            for_each_even_block<segment_value_vecs<B, T>>(dv / W, [&](index_t cv, auto vecs) {
+              value_block<B, T, decltype(vecs)::value>(p, 1, lds, vrow + cv * W, vstep, keys, os + cv * W, dv);
             });
           });
         } else {  // masked pairs (p = 0) skipped: 0 * NaN would reach the row
