@@ -579,8 +579,8 @@ void pack_panels(const neighborhood_panels<R>& layout, const View& x, float* pac
 // Whether every value of a (B, grid..., H, C) view is finite (one pass, no
 // copy; C a whole number of vectors with unit stride). Masked pairs have
 // p = 0, but 0 * NaN is NaN: the kernels that multiply a masked pair's value
-// (the union of several queries' windows) skip p = 0 pairs explicitly when
-// it is not.
+// (the union of several queries' windows) skip p = 0 pairs explicitly, or
+// (segments) take each query's own window alone, when it is not.
 template <class B, std::size_t R, class View>
 bool all_values_finite(const neighborhood_panels<R>& layout, const View& v, const auto& exec) {
   constexpr std::size_t N = R + 3;
@@ -1067,13 +1067,14 @@ void neighborhood_segments(strided_view<const QStored, N> q, strided_view<const 
               value_block<B, T, decltype(vecs)::value>(p, 1, lds, vrow + cv * W, vstep, keys, os + cv * W, dv);
             });
           });
-        } else {  // masked pairs (p = 0) skipped: 0 * NaN would reach the row
-          for (int t = 0; t < sg.count; ++t)
-            for (index_t j = 0; j < keys; ++j) {
-              const float pj = p[t * lds + j];
-              if (pj == 0.0f) continue;
-              for (index_t d = 0; d < dv; ++d) os[t * dv + d] += pj * to_float(vrow[j * vstep + d]);
-            }
+        } else {  // each query over its own window only: 0 * NaN of a masked pair would reach the row
+          for (int t = 0; t < sg.count; ++t) {
+            const index_t a = sg.first[t] - sg.xlo, n = sg.last[t] - sg.first[t];
+            for_each_even_block<segment_value_vecs<B, 1>>(dv / W, [&](index_t cv, auto vecs) {
+              value_block<B, 1, decltype(vecs)::value>(p + t * lds + a, 1, lds, vrow + a * vstep + cv * W, vstep, n,
+                                                       os + t * dv + cv * W, dv);
+            });
+          }
         }
       }
     for (index_t u = u_begin; u < u_end; ++u) {
