@@ -201,6 +201,31 @@ TYPED_TEST(BackendTest, ReduceMaxMatchesScalarMax) {
   }
 }
 
+// A width x width block between strided rows, every element moved exactly
+// (NaN payloads and signed zeros included) and nothing outside the block
+// written.
+TYPED_TEST(BackendTest, TransposeMovesEveryElementOfTheBlock) {
+  using B = TypeParam;
+  constexpr std::ptrdiff_t w = static_cast<std::ptrdiff_t>(B::width), src_stride = w + 3, dst_stride = w + 5;
+  std::vector<float> src(static_cast<std::size_t>(w * src_stride));
+  for (std::size_t n = 0; n < src.size(); ++n) src[n] = static_cast<float>(n) - 7.5f;
+  src[0] = -0.0f;
+  src[static_cast<std::size_t>(src_stride + w - 1)] = std::numeric_limits<float>::quiet_NaN();
+  constexpr float untouched = 12345.0f;
+  std::vector<float> dst(static_cast<std::size_t>(w * dst_stride), untouched);
+  B::transpose(src.data(), src_stride, dst.data(), dst_stride);
+  for (std::ptrdiff_t i = 0; i < w; ++i)
+    for (std::ptrdiff_t j = 0; j < dst_stride; ++j) {
+      const float got = dst[static_cast<std::size_t>(i * dst_stride + j)];
+      if (j >= w) {
+        EXPECT_EQ(got, untouched) << "written outside the block at (" << i << ", " << j << ")";
+        continue;
+      }
+      const float want = src[static_cast<std::size_t>(j * src_stride + i)];
+      EXPECT_EQ(std::memcmp(&got, &want, sizeof(float)), 0) << "(" << i << ", " << j << "): " << got << " != " << want;
+    }
+}
+
 TYPED_TEST(BackendTest, MaxWithInfinities) {
   using B = TypeParam;
   constexpr float inf = std::numeric_limits<float>::infinity();

@@ -36,6 +36,7 @@ concept simd_backend = requires(const float* src, const float16* half_src, const
   { B::tanh(v) } -> std::same_as<typename B::vec>;
   { B::reduce_add(v) } -> std::convertible_to<float>;
   { B::reduce_max(v) } -> std::convertible_to<float>;
+  B::transpose(src, 1, dst, 1);  // a width x width block
   requires B::score_keys >= 1 && B::score_query_vecs >= 1;
   requires B::pv_rows >= 1 && B::pv_col_vecs >= 1 && B::pv_few_rows_col_vecs >= 1;
   requires B::dot_rows >= 1 && B::dot_keys >= 1;

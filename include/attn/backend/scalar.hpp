@@ -47,6 +47,7 @@ struct scalar {
   static vec exp2(vec x) { return x < -126.5f ? 0.0f : std::exp2(x); }
   static float reduce_add(vec x) { return x; }
   static vec reduce_add_lanes(const vec* rows) { return rows[0]; }
+  static void transpose(const float* src, std::ptrdiff_t, float* dst, std::ptrdiff_t) { *dst = *src; }
   static float reduce_max(vec x) { return x; }
 };
 

@@ -66,6 +66,52 @@ inline xsimd::batch<float, Arch> sum_each(const xsimd::batch<float, Arch>* rows,
 }
 #endif
 
+// A width x width block of floats transposed: dst row i, lane j = src row
+// j, lane i (rows src_stride and dst_stride floats apart). Generic: element
+// by element; AVX (8 x 8: unpack, shuffle, then swap 128-bit halves) and
+// AVX-512 (four 8 x 8 blocks) in registers.
+template <class Arch>
+inline void transpose_block(const float* src, std::ptrdiff_t src_stride, float* dst, std::ptrdiff_t dst_stride,
+                            xsimd::generic) {
+  constexpr std::ptrdiff_t n = xsimd::batch<float, Arch>::size;
+  for (std::ptrdiff_t i = 0; i < n; ++i)
+    for (std::ptrdiff_t j = 0; j < n; ++j) dst[i * dst_stride + j] = src[j * src_stride + i];
+}
+#if XSIMD_WITH_AVX
+inline void transpose_8x8(const float* src, std::ptrdiff_t src_stride, float* dst, std::ptrdiff_t dst_stride) {
+  __m256 r[8], pairs[8], quads[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * src_stride);
+  for (int i = 0; i < 4; ++i) {  // rows 2i, 2i+1 interleaved: lanes 0-1 and 4-5 (lo), 2-3 and 6-7 (hi)
+    pairs[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    pairs[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int h = 0; h < 2; ++h)  // rows 4h..4h+3: quads[4h + l] holds lane l (and l + 4) of each
+    for (int i = 0; i < 2; ++i) {
+      const __m256 a = pairs[4 * h + i], b = pairs[4 * h + 2 + i];
+      quads[4 * h + 2 * i] = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(1, 0, 1, 0));
+      quads[4 * h + 2 * i + 1] = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 2, 3, 2));
+    }
+  for (int l = 0; l < 4; ++l) {
+    _mm256_storeu_ps(dst + l * dst_stride, _mm256_permute2f128_ps(quads[l], quads[4 + l], 0x20));
+    _mm256_storeu_ps(dst + (l + 4) * dst_stride, _mm256_permute2f128_ps(quads[l], quads[4 + l], 0x31));
+  }
+}
+template <class Arch>
+inline void transpose_block(const float* src, std::ptrdiff_t src_stride, float* dst, std::ptrdiff_t dst_stride,
+                            xsimd::avx) {
+  transpose_8x8(src, src_stride, dst, dst_stride);
+}
+#endif
+#if XSIMD_WITH_AVX512F
+template <class Arch>
+inline void transpose_block(const float* src, std::ptrdiff_t src_stride, float* dst, std::ptrdiff_t dst_stride,
+                            xsimd::avx512f) {
+  for (int i = 0; i < 16; i += 8)
+    for (int j = 0; j < 16; j += 8)
+      transpose_8x8(src + j * src_stride + i, src_stride, dst + i * dst_stride + j, dst_stride);
+}
+#endif
+
 // `width` 16-bit or int8 values from p widened to floats. Generic: lane by
 // lane; SSE4.1, AVX2 (with F16C for fp16) and AVX-512 convert a vector in
 // one or two instructions (bf16 is the upper half of a float: zero-extend
@@ -236,6 +282,10 @@ struct xsimd_backend : xsimd_blocking<Arch>, xsimd_pairs<Arch> {
   // transpose-add tree, about 2 shuffles and 1 add per vector instead of a
   // whole reduction each.
   static vec reduce_add_lanes(const vec* rows) { return detail::sum_each(rows, Arch{}); }
+  // dst (width, width) = the transpose of src (width, width), rows `stride` floats apart.
+  static void transpose(const float* src, std::ptrdiff_t src_stride, float* dst, std::ptrdiff_t dst_stride) {
+    detail::transpose_block<Arch>(src, src_stride, dst, dst_stride, Arch{});
+  }
   static float reduce_max(vec x) {
     alignas(64) float lanes[width];
     x.store_unaligned(lanes);

@@ -68,14 +68,19 @@ inline std::pair<float, float> softmax_row(float* s, index_t n) {
   return {m, B::reduce_add(sum)};
 }
 
-// row <- factor * row over n floats (whole vectors, then a scalar tail).
+// dst <- factor * src over n floats (whole vectors, then a scalar tail);
+// dst may be src.
 template <class B>
-inline void scale_row(float* row, index_t n, float factor) {
+inline void scale_row(const float* src, float* dst, index_t n, float factor) {
   constexpr index_t W = static_cast<index_t>(B::width);
   const auto f = B::broadcast(factor);
   index_t d = 0;
-  for (; d + W <= n; d += W) B::store(row + d, B::mul(f, B::load(row + d)));
-  for (; d < n; ++d) row[d] *= factor;
+  for (; d + W <= n; d += W) B::store(dst + d, B::mul(f, B::load(src + d)));
+  for (; d < n; ++d) dst[d] = src[d] * factor;
+}
+template <class B>
+inline void scale_row(float* row, index_t n, float factor) {
+  scale_row<B>(row, row, n, factor);
 }
 
 // o row r <- alpha[r] * o row r, skipped where alpha is exactly 1.

@@ -551,8 +551,11 @@ inline panel_item locate_panel_item(std::size_t item, index_t heads, index_t chu
 }
 
 // Copies a (B, grid..., H, C) view into its panels (zero padding), as
-// floats whatever its storage type.
-template <std::size_t R, class View>
+// floats whatever its storage type. fp32 rows with unit channel stride go
+// W tokens x W channels at a time through the backend's in-register
+// transpose; the rest (16-bit storage, strided channels, tails) element by
+// element.
+template <class B, std::size_t R, class View>
 void pack_panels(const neighborhood_panels<R>& layout, const View& x, float* packed, const auto& exec) {
   constexpr std::size_t N = R + 3;
   const index_t heads = x.extent[N - 2], channels = x.extent[N - 1], rows = layout.rows(),
@@ -566,13 +569,26 @@ void pack_panels(const neighborhood_panels<R>& layout, const View& x, float* pac
     const index_t step = layout.last_step(x);  // between consecutive members of a row
     const auto* src =
         x.data + b * x.stride[0] + h * x.stride[N - 2] + layout.grid_offset(x, gr, layout.outer(gr, row));
-    float* dst = packed + bh * slot + channels * (gr.first + row * gr.pitch);
-    for (index_t c = 0; c < channels; ++c, dst += gr.pitch) {
-      const auto* s = src + c * x.stride[N - 1];
-      std::fill_n(dst, pad, 0.0f);
-      for (index_t u = 0; u < members; ++u) dst[pad + u] = to_float(s[u * step]);  // widened, if 16-bit
-      std::fill(dst + pad + members, dst + gr.pitch, 0.0f);
+    float* dst = packed + bh * slot + channels * (gr.first + row * gr.pitch);  // (channels, pitch)
+    const index_t cs = x.stride[N - 1];
+    for (index_t c = 0; c < channels; ++c) {
+      std::fill_n(dst + c * gr.pitch, pad, 0.0f);
+      std::fill(dst + c * gr.pitch + pad + members, dst + (c + 1) * gr.pitch, 0.0f);
     }
+    index_t u = 0;  // tokens packed
+    if constexpr (std::is_same_v<std::remove_const_t<std::remove_reference_t<decltype(*src)>>, float>) {
+      constexpr index_t W = static_cast<index_t>(B::width);
+      if (cs == 1)
+        for (; u + W <= members; u += W) {
+          index_t c = 0;
+          for (; c + W <= channels; c += W)
+            B::transpose(src + u * step + c, step, dst + c * gr.pitch + pad + u, gr.pitch);
+          for (; c < channels; ++c)
+            for (index_t t = u; t < u + W; ++t) dst[c * gr.pitch + pad + t] = src[t * step + c];
+        }
+    }
+    for (index_t c = 0; c < channels; ++c)  // widened, if 16-bit
+      for (index_t t = u; t < members; ++t) dst[c * gr.pitch + pad + t] = to_float(src[t * step + c * cs]);
   });
 }
 
@@ -628,8 +644,8 @@ void neighborhood_offsets(strided_view<const QStored, N> q, strided_view<const K
   };
   fit(kp, batch * hkv * layout.slot(dk));
   fit(vp, batch * hkv * layout.slot(dv));
-  pack_panels(layout, k, kp.data(), exec);
-  pack_panels(layout, v, vp.data(), exec);
+  pack_panels<B>(layout, k, kp.data(), exec);
+  pack_panels<B>(layout, v, vp.data(), exec);
 
   const float* kt_all = kp.data();
   const float* vt_all = vp.data();
@@ -918,7 +934,7 @@ void neighborhood_segments(strided_view<const QStored, N> q, strided_view<const 
   thread_local std::vector<float> kp;  // lives on between calls, as the other kernels' copies
   if (kp.size() < static_cast<std::size_t>(batch * hkv * layout.slot(dk)))
     kp.resize(static_cast<std::size_t>(batch * hkv * layout.slot(dk)));
-  pack_panels(layout, k, kp.data(), exec);
+  pack_panels<B>(layout, k, kp.data(), exec);
   const float* kt_all = kp.data();  // the calling thread's copy (kp names each thread's own)
 
   const index_t rows = layout.rows(), pad = layout.pad();
@@ -1014,7 +1030,13 @@ void neighborhood_segments(strided_view<const QStored, N> q, strided_view<const 
     for (index_t u = u_begin; u < u_end; ++u) {
       c[R - 1] = u;
       const QStored* src = qh + layout.grid_offset(q, gr, c);
-      for (index_t d = 0; d < dk; ++d) qrows[(u - u_begin) * dk + d] = to_float(src[d * q.stride[N - 1]]) * qscale;
+      float* row = qrows + (u - u_begin) * dk;
+      if constexpr (std::is_same_v<QStored, float>)
+        if (q.stride[N - 1] == 1) {
+          scale_row<B>(src, row, dk, qscale);
+          continue;
+        }
+      for (index_t d = 0; d < dk; ++d) row[d] = to_float(src[d * q.stride[N - 1]]) * qscale;
     }
     // Scores, a window row (or G) at a time for every segment of the chunk:
     // neighbouring segments share most of their keys, so a row's keys are
@@ -1081,8 +1103,15 @@ void neighborhood_segments(strided_view<const QStored, N> q, strided_view<const 
       c[R - 1] = u;
       const row_result res = finish_row(m[u - u_begin], l[u - u_begin]);
       OStored* dst = oh + layout.grid_offset(out, gr, c);
-      for (index_t d = 0; d < dv; ++d)
-        dst[d * out.stride[N - 1]] = from_float<OStored>(o[(u - u_begin) * dv + d] * res.inverse_sum);
+      const float* row = o + (u - u_begin) * dv;
+      bool stored = false;
+      if constexpr (std::is_same_v<OStored, float>)
+        if (out.stride[N - 1] == 1) {
+          scale_row<B>(row, dst, dv, res.inverse_sum);
+          stored = true;
+        }
+      if (!stored)
+        for (index_t d = 0; d < dv; ++d) dst[d * out.stride[N - 1]] = from_float<OStored>(row[d] * res.inverse_sum);
       if (!lse.empty())
         lse.data[b * lse.stride[0] + h * lse.stride[N - 2] + layout.grid_offset(lse, gr, c)] = res.lse;
     }
