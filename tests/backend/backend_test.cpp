@@ -210,7 +210,7 @@ TYPED_TEST(BackendTest, TransposeMovesEveryElementOfTheBlock) {
   std::vector<float> src(static_cast<std::size_t>(w * src_stride));
   for (std::size_t n = 0; n < src.size(); ++n) src[n] = static_cast<float>(n) - 7.5f;
   src[0] = -0.0f;
-  src[static_cast<std::size_t>(src_stride + w - 1)] = std::numeric_limits<float>::quiet_NaN();
+  if (w > 1) src[static_cast<std::size_t>((w - 1) * src_stride + 1)] = std::numeric_limits<float>::quiet_NaN();
   constexpr float untouched = 12345.0f;
   std::vector<float> dst(static_cast<std::size_t>(w * dst_stride), untouched);
   B::transpose(src.data(), src_stride, dst.data(), dst_stride);
