@@ -5,8 +5,10 @@
 #include <cmath>
 #include <limits>
 #include <numbers>
+#include <type_traits>
 #include <utility>
 
+#include "attn/core/element.hpp"
 #include "attn/core/tensor.hpp"
 
 // Online softmax as named tile operations over the S^T tile (keys x queries):
@@ -81,6 +83,16 @@ inline void scale_row(const float* src, float* dst, index_t n, float factor) {
 template <class B>
 inline void scale_row(float* row, index_t n, float factor) {
   scale_row<B>(row, row, n, factor);
+}
+
+// dst[d * dst_stride] <- factor * src[d * src_stride], d < n, converted
+// between storage types; a vector at a time where both are fp32 rows with
+// unit stride.
+template <class B, class S, class D>
+inline void scale_row(const S* src, index_t src_stride, D* dst, index_t dst_stride, index_t n, float factor) {
+  if constexpr (std::is_same_v<S, float> && std::is_same_v<D, float>)
+    if (src_stride == 1 && dst_stride == 1) return scale_row<B>(src, dst, n, factor);
+  for (index_t d = 0; d < n; ++d) dst[d * dst_stride] = from_float<D>(to_float(src[d * src_stride]) * factor);
 }
 
 // o row r <- alpha[r] * o row r, skipped where alpha is exactly 1.

@@ -575,20 +575,19 @@ void pack_panels(const neighborhood_panels<R>& layout, const View& x, float* pac
       std::fill_n(dst + c * gr.pitch, pad, 0.0f);
       std::fill(dst + c * gr.pitch + pad + members, dst + (c + 1) * gr.pitch, 0.0f);
     }
-    index_t u = 0;  // tokens packed
-    if constexpr (std::is_same_v<std::remove_const_t<std::remove_reference_t<decltype(*src)>>, float>) {
-      constexpr index_t W = static_cast<index_t>(B::width);
-      if (cs == 1)
-        for (; u + W <= members; u += W) {
-          index_t c = 0;
-          for (; c + W <= channels; c += W)
-            B::transpose(src + u * step + c, step, dst + c * gr.pitch + pad + u, gr.pitch);
-          for (; c < channels; ++c)
-            for (index_t t = u; t < u + W; ++t) dst[c * gr.pitch + pad + t] = src[t * step + c];
-        }
-    }
-    for (index_t c = 0; c < channels; ++c)  // widened, if 16-bit
-      for (index_t t = u; t < members; ++t) dst[c * gr.pitch + pad + t] = to_float(src[t * step + c * cs]);
+    // Whole W x W blocks of tokens [0, tokens) and channels [0, whole) by transposes ...
+    constexpr index_t W = static_cast<index_t>(B::width);
+    constexpr bool fp32 = std::is_same_v<std::remove_const_t<typename View::value_type>, float>;
+    const bool blocks = fp32 && cs == 1;
+    const index_t tokens = blocks ? members / W * W : 0, whole = blocks ? channels / W * W : 0;
+    if constexpr (fp32)
+      for (index_t u = 0; u < tokens; u += W)
+        for (index_t c = 0; c < whole; c += W)
+          B::transpose(src + u * step + c, step, dst + c * gr.pitch + pad + u, gr.pitch);
+    // ... and the rest element by element (widened, if 16-bit).
+    for (index_t c = 0; c < channels; ++c)
+      for (index_t t = c < whole ? tokens : 0; t < members; ++t)
+        dst[c * gr.pitch + pad + t] = to_float(src[t * step + c * cs]);
   });
 }
 
@@ -1029,14 +1028,7 @@ void neighborhood_segments(strided_view<const QStored, N> q, strided_view<const 
     OStored* oh = out.data + b * out.stride[0] + h * out.stride[N - 2];
     for (index_t u = u_begin; u < u_end; ++u) {
       c[R - 1] = u;
-      const QStored* src = qh + layout.grid_offset(q, gr, c);
-      float* row = qrows + (u - u_begin) * dk;
-      if constexpr (std::is_same_v<QStored, float>)
-        if (q.stride[N - 1] == 1) {
-          scale_row<B>(src, row, dk, qscale);
-          continue;
-        }
-      for (index_t d = 0; d < dk; ++d) row[d] = to_float(src[d * q.stride[N - 1]]) * qscale;
+      scale_row<B>(qh + layout.grid_offset(q, gr, c), q.stride[N - 1], qrows + (u - u_begin) * dk, 1, dk, qscale);
     }
     // Scores, a window row (or G) at a time for every segment of the chunk:
     // neighbouring segments share most of their keys, so a row's keys are
@@ -1102,16 +1094,8 @@ void neighborhood_segments(strided_view<const QStored, N> q, strided_view<const 
     for (index_t u = u_begin; u < u_end; ++u) {
       c[R - 1] = u;
       const row_result res = finish_row(m[u - u_begin], l[u - u_begin]);
-      OStored* dst = oh + layout.grid_offset(out, gr, c);
-      const float* row = o + (u - u_begin) * dv;
-      bool stored = false;
-      if constexpr (std::is_same_v<OStored, float>)
-        if (out.stride[N - 1] == 1) {
-          scale_row<B>(row, dst, dv, res.inverse_sum);
-          stored = true;
-        }
-      if (!stored)
-        for (index_t d = 0; d < dv; ++d) dst[d * out.stride[N - 1]] = from_float<OStored>(row[d] * res.inverse_sum);
+      scale_row<B>(o + (u - u_begin) * dv, 1, oh + layout.grid_offset(out, gr, c), out.stride[N - 1], dv,
+                   res.inverse_sum);
       if (!lse.empty())
         lse.data[b * lse.stride[0] + h * lse.stride[N - 2] + layout.grid_offset(lse, gr, c)] = res.lse;
     }
