@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <limits>
 #include <span>
+#include <stdexcept>
+#include <string>
 
 #include "attn/core/tensor.hpp"
 #include "reference/random.hpp"
@@ -38,10 +40,18 @@ inline softmax_result latent_attention(view4<const float> q, view4<const float> 
 
 // The (B, max_pages * page_size, 1, D) cache of a paged one: key j < lengths[b]
 // of sequence b is row j % page_size of page block_table(b, j / page_size);
-// rows past a sequence's length hold NaN (they are never keys).
+// rows past a sequence's length hold NaN (they are never keys). A paged
+// cache always has lengths: one per sequence, each within its pages.
 inline tensor4 unpaged(view4<const float> pages, strided_view<const std::int32_t, 2> block_table,
                        std::span<const std::int32_t> lengths) {
   const index_t batch = block_table.extent[0], page_size = pages.extent[1], d = pages.extent[3];
+  if (static_cast<index_t>(lengths.size()) != batch)
+    throw std::invalid_argument("ref::unpaged: lengths must have one entry per sequence (" + std::to_string(batch) +
+                                "), got " + std::to_string(lengths.size()));
+  for (const std::int32_t n : lengths)
+    if (n < 0 || n > block_table.extent[1] * page_size)
+      throw std::invalid_argument("ref::unpaged: a length must be in [0, " +
+                                  std::to_string(block_table.extent[1] * page_size) + "], got " + std::to_string(n));
   tensor4 cache = filled<4>({batch, block_table.extent[1] * page_size, 1, d}, bshd_memory,
                             std::numeric_limits<float>::quiet_NaN());
   for (index_t b = 0; b < batch; ++b)
