@@ -304,14 +304,9 @@ void pack_queries(const P& p, const tile_rows& t, const workspace<B>& ws) {
     if (!ws.by_rows) std::fill_n(q, ws.dk * ws.ldq, 0.0f);  // by rows (dk % W == 0) fills every element
     for (index_t r = 0; r < ws.rows; ++r) {
       const index_t tr = kv * ws.rows + r;
-      const auto* src = p.q_row(t.b, t.position(tr), t.head(tr));
-      if (ws.by_rows && q_stride == 1) {  // a vector at a time (decode: a few rows per call)
-        const typename B::vec s = B::broadcast(q_scale);
-        for (index_t d = 0; d < ws.dk; d += ws.W) B::store(q + r * ws.dk + d, B::mul(s, B::load(src + d)));
-      } else {
-        const index_t row_stride = ws.by_rows ? ws.dk : 1, d_stride = ws.by_rows ? 1 : ws.ldq;
-        for (index_t d = 0; d < ws.dk; ++d) q[d * d_stride + r * row_stride] = q_scale * to_float(src[d * q_stride]);
-      }
+      // By rows: row r, a vector at a time (decode: a few rows per call); else column r of Q^T.
+      scale_row<B>(p.q_row(t.b, t.position(tr), t.head(tr)), q_stride, q + (ws.by_rows ? r * ws.dk : r),
+                   ws.by_rows ? 1 : ws.ldq, ws.dk, q_scale);
     }
     if (ws.int_dot) {
       float* scales = ws.int_query_scales(kv);

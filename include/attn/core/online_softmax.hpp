@@ -70,29 +70,25 @@ inline std::pair<float, float> softmax_row(float* s, index_t n) {
   return {m, B::reduce_add(sum)};
 }
 
-// dst <- factor * src over n floats (whole vectors, then a scalar tail);
-// dst may be src.
-template <class B>
-inline void scale_row(const float* src, float* dst, index_t n, float factor) {
-  constexpr index_t W = static_cast<index_t>(B::width);
-  const auto f = B::broadcast(factor);
-  index_t d = 0;
-  for (; d + W <= n; d += W) B::store(dst + d, B::mul(f, B::load(src + d)));
-  for (; d < n; ++d) dst[d] = src[d] * factor;
-}
-template <class B>
-inline void scale_row(float* row, index_t n, float factor) {
-  scale_row<B>(row, row, n, factor);
-}
-
 // dst[d * dst_stride] <- factor * src[d * src_stride], d < n, converted
-// between storage types; a vector at a time where both are fp32 rows with
-// unit stride.
+// between storage types: a vector at a time (widening 16-bit or int8 loads)
+// where both rows have unit stride and dst is fp32, else element by element.
+// dst may be src.
 template <class B, class S, class D>
 inline void scale_row(const S* src, index_t src_stride, D* dst, index_t dst_stride, index_t n, float factor) {
-  if constexpr (std::is_same_v<S, float> && std::is_same_v<D, float>)
-    if (src_stride == 1 && dst_stride == 1) return scale_row<B>(src, dst, n, factor);
-  for (index_t d = 0; d < n; ++d) dst[d * dst_stride] = from_float<D>(to_float(src[d * src_stride]) * factor);
+  index_t d = 0;
+  if constexpr (std::is_same_v<D, float>)
+    if (src_stride == 1 && dst_stride == 1) {
+      constexpr index_t W = static_cast<index_t>(B::width);
+      const auto f = B::broadcast(factor);
+      for (; d + W <= n; d += W) B::store(dst + d, B::mul(f, B::load(src + d)));
+    }
+  for (; d < n; ++d) dst[d * dst_stride] = from_float<D>(to_float(src[d * src_stride]) * factor);
+}
+// row <- factor * row over n floats.
+template <class B>
+inline void scale_row(float* row, index_t n, float factor) {
+  scale_row<B>(row, 1, row, 1, n, factor);
 }
 
 // o row r <- alpha[r] * o row r, skipped where alpha is exactly 1.
