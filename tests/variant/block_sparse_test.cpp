@@ -239,8 +239,10 @@ TYPED_TEST(BlockSparseTest, Causal) {
 TYPED_TEST(BlockSparseTest, GroupedQueryHeadsWithDisagreeingLayouts) {
   // Per-head layouts: the heads of one GQA group share a query tile but
   // select different blocks, so tiles are partial and masked head by head.
+  // Large head dims too: Dk = 256 with Dv = 128, and MLA-like 192 / 128.
   for (const problem& s : {problem{1, 150, 150, 8, 2, 32, 16}, problem{1, 150, 150, 8, 1, 16, 40},
-                           problem{2, 3, 400, 8, 2, 64, 64}})
+                           problem{2, 3, 400, 8, 2, 64, 64}, problem{1, 97, 130, 8, 2, 256, 128},
+                           problem{1, 65, 65, 8, 1, 192, 128}})
     for (double density : {0.1, 0.5}) {
       attn::block_sparse_options opt;
       opt.block_q = 32;

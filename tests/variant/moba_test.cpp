@@ -296,6 +296,8 @@ TYPED_TEST(MobaTest, GqaAndStridedViews) {
   bhsd.v = ref::bhsd_memory;
   bhsd.out = ref::padded_bhsd;
   check_moba<TypeParam>({1, 256, 256, 8, 2, 64, 64, 64, 2}, bhsd);
+  // Large head dims: the gate's block means and the scores over 256 channels.
+  check_moba<TypeParam>({1, 131, 131, 4, 2, 256, 128, 32, 2}, strided, attn::openmp{2});
 }
 
 TYPED_TEST(MobaTest, OwnBlockOnlyWithTopkOne) {

@@ -31,7 +31,7 @@ template <std::size_t N>
 struct grid_tensor {
   std::vector<float> storage;
   attn::strided_view<float, N> view;
-  grid_tensor(ref::rng& g, const std::array<index_t, N>& extent, index_t pad, float fill_nan = true) {
+  grid_tensor(ref::rng& g, const std::array<index_t, N>& extent, index_t pad, bool fill_nan = true) {
     view.extent = extent;
     index_t pitch = 1;
     for (std::size_t d = N; d-- > 0;) {
@@ -80,8 +80,15 @@ void expect_matches(index_t batch, const std::array<index_t, R>& length, index_t
                                    attn::bsh<const float>(lse_flat.data(), batch, tokens, hq), want, tol));
 }
 
+// Head dims: Dk for q and k, Dv for v and out.
+struct head_dims {
+  index_t dk, dv;
+  head_dims(index_t d) : dk(d), dv(d) {}  // NOLINT(google-explicit-constructor): Dk = Dv
+  head_dims(index_t k, index_t v) : dk(k), dv(v) {}
+};
+
 template <class Backend, std::size_t R, class Exec = attn::serial>
-void check(index_t batch, const std::array<index_t, R>& length, index_t hq, index_t hkv, index_t d,
+void check(index_t batch, const std::array<index_t, R>& length, index_t hq, index_t hkv, head_dims hd,
            const std::array<neighborhood_dim, R>& dims, const Exec& exec = {}) {
   constexpr std::size_t N = R + 3;
   std::string what = "grid";
@@ -89,8 +96,9 @@ void check(index_t batch, const std::array<index_t, R>& length, index_t hq, inde
     what += " L=" + std::to_string(length[i]) + " K=" + std::to_string(dims[i].kernel) + " D=" +
             std::to_string(dims[i].dilation) + " S=" + std::to_string(dims[i].stride) +
             (dims[i].causal ? " causal" : "");
-  SCOPED_TRACE(what + " Hq=" + std::to_string(hq) + " Hkv=" + std::to_string(hkv) + " d=" + std::to_string(d));
-  ref::rng g{static_cast<std::uint64_t>(13 + length[0] * 7 + d)};
+  SCOPED_TRACE(what + " Hq=" + std::to_string(hq) + " Hkv=" + std::to_string(hkv) + " Dk=" + std::to_string(hd.dk) +
+               " Dv=" + std::to_string(hd.dv));
+  ref::rng g{static_cast<std::uint64_t>(13 + length[0] * 7 + hd.dk + 3 * hd.dv)};
   auto extent = [&](index_t h, index_t last) {
     std::array<index_t, N> e{};
     e[0] = batch;
@@ -99,7 +107,7 @@ void check(index_t batch, const std::array<index_t, R>& length, index_t hq, inde
     e[N - 1] = last;
     return e;
   };
-  const grid_tensor<N> q(g, extent(hq, d), 0), k(g, extent(hkv, d), 2), v(g, extent(hkv, d), 1);
+  const grid_tensor<N> q(g, extent(hq, hd.dk), 0), k(g, extent(hkv, hd.dk), 2), v(g, extent(hkv, hd.dv), 1);
   const ref::softmax_result want = ref::neighborhood_attention<R>(q.cview(), k.cview(), v.cview(), dims);
   attn::neighborhood_options<R> opt;
   opt.dims = dims;
@@ -108,16 +116,16 @@ void check(index_t batch, const std::array<index_t, R>& length, index_t hq, inde
   for (const std::optional<kernel> forced : {std::optional<kernel>{}, std::optional{kernel::tiles},
                                              std::optional{kernel::offsets}, std::optional{kernel::segments}}) {
     SCOPED_TRACE(!forced ? "chosen kernel" : kernel_name(*forced));
-    grid_tensor<N> out(g, extent(hq, d), 1, false);
+    grid_tensor<N> out(g, extent(hq, hd.dv), 1, false);
     std::array<index_t, N - 1> lse_extent{};
-    for (std::size_t i = 0; i + 1 < N; ++i) lse_extent[i] = extent(hq, d)[i];
+    for (std::size_t i = 0; i + 1 < N; ++i) lse_extent[i] = extent(hq, hd.dv)[i];
     grid_tensor<N - 1> lse(g, lse_extent, 0, false);
     if (forced)
       attn::detail::neighborhood_run<Backend>(q.cview(), k.cview(), v.cview(), out.view, lse.view, opt, exec,
                                               forced);
     else
       attn::neighborhood_attention<Backend>(q.cview(), k.cview(), v.cview(), out.view, lse.view, opt, exec);
-    expect_matches<R>(batch, length, hq, d, out, lse, want);
+    expect_matches<R>(batch, length, hq, hd.dv, out, lse, want);
   }
 }
 
@@ -138,6 +146,10 @@ TYPED_TEST(NeighborhoodTest, OneDimension) {
   // Rows of several segment work items (64 queries each), GQA; dilated and strided.
   check<T, 1>(1, {150}, 4, 2, 16, {neighborhood_dim{13}});
   check<T, 1>(1, {203}, 2, 2, 16, {neighborhood_dim{11, 2, 3}}, attn::openmp{2});
+  // Large head dims, and Dk != Dv both ways.
+  check<T, 1>(1, {29}, 2, 1, 256, {neighborhood_dim{7}});
+  check<T, 1>(1, {70}, 2, 2, {128, 40}, {neighborhood_dim{13, 2}}, attn::openmp{2});
+  check<T, 1>(1, {31}, 2, 2, {8, 136}, {neighborhood_dim{31}});
 }
 
 TYPED_TEST(NeighborhoodTest, TwoDimensions) {
@@ -156,6 +168,10 @@ TYPED_TEST(NeighborhoodTest, TwoDimensions) {
   // where 4 consecutive queries' windows span 2 blocks (segments shrink).
   check<T, 2>(1, {9, 70}, 2, 2, 16, {neighborhood_dim{3}, neighborhood_dim{29}});
   check<T, 2>(1, {7, 70}, 2, 2, 16, {neighborhood_dim{3}, neighborhood_dim{13, 1, 13}});
+  // DiT-sized heads with Dk != Dv (as MLA's 192 / 128), the segment kernel's
+  // K = 13, and a 256-channel head on a dilated window.
+  check<T, 2>(1, {15, 17}, 4, 2, {192, 128}, {neighborhood_dim{13}, neighborhood_dim{13}}, attn::openmp{2});
+  check<T, 2>(1, {9, 11}, 2, 2, {24, 256}, {neighborhood_dim{3, 2}, neighborhood_dim{5, 2}});
 }
 
 TYPED_TEST(NeighborhoodTest, ThreeDimensions) {
@@ -164,13 +180,16 @@ TYPED_TEST(NeighborhoodTest, ThreeDimensions) {
               {neighborhood_dim{3, 1, 1, true}, neighborhood_dim{3, 2}, neighborhood_dim{5}});
   check<T, 3>(1, {4, 8, 8}, 8, 2, 16,  // GQA, video-DiT-like
               {neighborhood_dim{3}, neighborhood_dim{5, 1, 2}, neighborhood_dim{5}}, attn::openmp{2});
+  check<T, 3>(1, {4, 6, 9}, 2, 1, {40, 16},
+              {neighborhood_dim{2}, neighborhood_dim{3, 1, 1, true}, neighborhood_dim{7, 1, 3}});
 }
 
 // Seeded random configurations: rank, lengths, per-dimension kernel,
 // dilation, stride and causal flag (kernels up to 40 keys reach the segment
 // kernel's widest segments), GQA, head dims that fill no vector and some
-// that fill several, 1 to 3 threads; every kernel forced, as above. (Run
-// with more seeds under ASan + UBSan on 2026-12-07: 720 configurations.)
+// that fill several (Dv drawn apart from Dk a third of the time), 1 to 3
+// threads; every kernel forced, as above. (Run with more seeds under ASan +
+// UBSan on 2026-12-07: 720 configurations.)
 template <class Backend, std::size_t R>
 void check_random(ref::rng& g) {
   const index_t longest = R == 1 ? 160 : R == 2 ? 40 : 12;
@@ -184,14 +203,15 @@ void check_random(ref::rng& g) {
     const index_t stride = g.between(0, 2) == 0 ? g.between(1, kernel) : 1;
     dims[i] = neighborhood_dim{kernel, dilation, stride, g.between(0, 3) == 0};
   }
-  constexpr index_t head_dims[] = {1, 3, 8, 13, 16, 24, 32, 48, 64, 80};
+  constexpr index_t dims_drawn[] = {1, 3, 8, 13, 16, 24, 32, 48, 64, 80};
   const index_t hkv = g.between(1, 2), hq = hkv * g.between(1, 3), batch = g.between(1, 2);
-  const index_t d = head_dims[g.between(0, 9)];
+  const index_t dk = dims_drawn[g.between(0, 9)];
+  const index_t dv = g.between(0, 2) == 0 ? dims_drawn[g.between(0, 9)] : dk;
   const int threads = static_cast<int>(g.between(1, 3));
   if (threads == 1)
-    check<Backend, R>(batch, length, hq, hkv, d, dims);
+    check<Backend, R>(batch, length, hq, hkv, {dk, dv}, dims);
   else
-    check<Backend, R>(batch, length, hq, hkv, d, dims, attn::openmp{threads});
+    check<Backend, R>(batch, length, hq, hkv, {dk, dv}, dims, attn::openmp{threads});
 }
 
 TYPED_TEST(NeighborhoodTest, RandomConfigurations) {
