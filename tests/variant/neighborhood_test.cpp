@@ -168,8 +168,8 @@ TYPED_TEST(NeighborhoodTest, TwoDimensions) {
   // where 4 consecutive queries' windows span 2 blocks (segments shrink).
   check<T, 2>(1, {9, 70}, 2, 2, 16, {neighborhood_dim{3}, neighborhood_dim{29}});
   check<T, 2>(1, {7, 70}, 2, 2, 16, {neighborhood_dim{3}, neighborhood_dim{13, 1, 13}});
-  // DiT-sized heads with Dk != Dv (as MLA's 192 / 128), the segment kernel's
-  // K = 13, and a 256-channel head on a dilated window.
+  // Large heads with Dk != Dv (192 / 128, as MLA's) on the segment kernel's
+  // K = 13, and 256-channel values on a dilated window.
   check<T, 2>(1, {15, 17}, 4, 2, {192, 128}, {neighborhood_dim{13}, neighborhood_dim{13}}, attn::openmp{2});
   check<T, 2>(1, {9, 11}, 2, 2, {24, 256}, {neighborhood_dim{3, 2}, neighborhood_dim{5, 2}});
 }
