@@ -5,7 +5,8 @@
 
 Every ratio is computed between rows of the same run: attn against the naive
 Eigen attention and against the Eigen GEMM of the same FLOP count, causal
-against non-causal, two threads against one.
+against non-causal, two threads against one, a sparse variant against dense
+attention over the same tokens.
 
   attn_bench --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
              --benchmark_out=bench.json --benchmark_out_format=json
@@ -55,6 +56,7 @@ def main(path):
     if decode_families:
         decode(by_key, decode_families)
     masks(by_key)
+    neighborhood(by_key)
     latent(by_key)
     serving(by_key)
     paired(by_key)
@@ -164,6 +166,32 @@ def masks(by_key):
         print("\nThe same causal window 2048 + ALiBi, N=16384, d=128, H=8, 2 threads: built-in options "
               f"{ms(builtin):.0f} ms, user-written predicate + classifier + score function "
               f"{ms(user):.0f} ms ({ms(user) / ms(builtin):.2f}x)")
+
+
+def neighborhood(by_key):
+    """Table of bench/neighborhood_bench.cpp: each problem beside dense
+    attention over the same tokens; speed of light = (t_dense / t_na) /
+    (dense pairs / allowed pairs), which equals the GFLOP/s ratio."""
+    problems = {
+        "na1d_32768_k2049": "1-D N = 32768, K = 2049",
+        "na2d_96_k7": "2-D 96 × 96, K = 7",
+        "na2d_96_k13": "2-D 96 × 96, K = 13",
+        "na2d_96_k31": "2-D 96 × 96, K = 31",
+        "na2d_128_k13_d2": "2-D 128 × 128, K = 13, dilation 2",
+        "na3d_16x32x32_k377": "3-D 16 × 32 × 32, K = (3, 7, 7)",
+    }
+    present = [f for f in problems if (f, (("dense", "0"),)) in by_key and (f, (("dense", "1"),)) in by_key]
+    if not present:
+        return
+    print("\nNeighborhood attention beside dense attention over the same tokens, H=8, d=64, 2 threads (median ms; "
+          "GFLOP/s of the pairs each computes; speed of light = (t_dense / t_na) / (dense pairs / allowed pairs))\n")
+    print("| problem | neighborhood ms | GFLOP/s | dense ms | dense GFLOP/s | speed of light |")
+    print("|---|---|---|---|---|---|")
+    for f in present:
+        na, dense = by_key[(f, (("dense", "0"),))], by_key[(f, (("dense", "1"),))]
+        sol = (ms(dense) / ms(na)) / (dense["pairs"] / na["pairs"])
+        print(f"| {problems[f]} | {ms(na):.1f} | {rate(na, 'GFLOP/s'):.1f} | {ms(dense):.0f} | "
+              f"{rate(dense, 'GFLOP/s'):.1f} | {sol:.2f} |")
 
 
 def rate(b, counter):
