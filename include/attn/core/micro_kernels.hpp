@@ -63,6 +63,11 @@ inline void value_block(const float* p, index_t key_stride, index_t row_stride, 
                         float* o, index_t ldo) {                                 // o: (Rows, ColVecs*W)
   using vec = typename B::vec;
   constexpr index_t W = static_cast<index_t>(B::width);
+  // Returning here rather than running the loop zero times lets GCC 12 keep
+  // the accumulators in registers; otherwise it copies them through the
+  // stack on entry and exit (~50 moves per call at 4 x 4 on AVX-512), which
+  // calls over a few keys feel (2-D neighborhood, dilation 2: 65 -> 55 ms).
+  if (keys <= 0) return;
   vec acc[Rows][ColVecs];
   for (int r = 0; r < Rows; ++r)
     for (int c = 0; c < ColVecs; ++c) acc[r][c] = B::load(o + r * ldo + c * W);
