@@ -180,7 +180,10 @@ def neighborhood(by_key):
         "na2d_128_k13_d2": "2-D 128 × 128, K = 13, dilation 2",
         "na3d_16x32x32_k377": "3-D 16 × 32 × 32, K = (3, 7, 7)",
     }
-    present = [f for f in problems if (f, (("dense", "0"),)) in by_key and (f, (("dense", "1"),)) in by_key]
+    def get(family, dense):
+        return by_key.get((family, (("dense", str(dense)),)))
+
+    present = [f for f in problems if get(f, 0) and get(f, 1)]
     if not present:
         return
     print("\nNeighborhood attention beside dense attention over the same tokens, H=8, d=64, 2 threads (median ms; "
@@ -188,7 +191,7 @@ def neighborhood(by_key):
     print("| problem | neighborhood ms | GFLOP/s | dense ms | dense GFLOP/s | speed of light |")
     print("|---|---|---|---|---|---|")
     for f in present:
-        na, dense = by_key[(f, (("dense", "0"),))], by_key[(f, (("dense", "1"),))]
+        na, dense = get(f, 0), get(f, 1)
         sol = (ms(dense) / ms(na)) / (dense["pairs"] / na["pairs"])
         print(f"| {problems[f]} | {ms(na):.1f} | {rate(na, 'GFLOP/s'):.1f} | {ms(dense):.0f} | "
               f"{rate(dense, 'GFLOP/s'):.1f} | {sol:.2f} |")
