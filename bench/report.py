@@ -30,6 +30,11 @@ def load(path):
     return data.get("context", {}), rows
 
 
+def lookup(by_key, family, **args):
+    """The row of `family` with exactly these arguments, or None."""
+    return by_key.get((family, tuple(sorted((k, str(v)) for k, v in args.items()))))
+
+
 def parse(name):
     family, *args = name.split("/")
     return family, dict(a.split(":") for a in args)
@@ -119,10 +124,10 @@ def decode(by_key, decode_families):
 def masks(by_key):
     """Tables of bench/mask_bench.cpp: speed of light against dense causal."""
     def get(family, **args):
-        return by_key.get((family, tuple(sorted((k, str(v)) for k, v in args.items()))))
+        return lookup(by_key, family, **args)
 
     def gflops(b):
-        return b["GFLOP/s"] / 1e9 if b["GFLOP/s"] > 1e6 else b["GFLOP/s"]
+        return rate(b, "GFLOP/s")
 
     def sol(masked, causal):  # (t_causal / t_masked) / (causal pairs / masked pairs)
         return (ms(causal) / ms(masked)) / (causal["pairs"] / masked["pairs"])
@@ -180,10 +185,7 @@ def neighborhood(by_key):
         "na2d_128_k13_d2": "2-D 128 × 128, K = 13, dilation 2",
         "na3d_16x32x32_k377": "3-D 16 × 32 × 32, K = (3, 7, 7)",
     }
-    def get(family, dense):
-        return by_key.get((family, (("dense", str(dense)),)))
-
-    present = [f for f in problems if get(f, 0) and get(f, 1)]
+    present = [f for f in problems if lookup(by_key, f, dense=0) and lookup(by_key, f, dense=1)]
     if not present:
         return
     print("\nNeighborhood attention beside dense attention over the same tokens, H=8, d=64, 2 threads (median ms; "
@@ -191,7 +193,7 @@ def neighborhood(by_key):
     print("| problem | neighborhood ms | GFLOP/s | dense ms | dense GFLOP/s | speed of light |")
     print("|---|---|---|---|---|---|")
     for f in present:
-        na, dense = get(f, 0), get(f, 1)
+        na, dense = lookup(by_key, f, dense=0), lookup(by_key, f, dense=1)
         sol = (ms(dense) / ms(na)) / (dense["pairs"] / na["pairs"])
         print(f"| {problems[f]} | {ms(na):.1f} | {rate(na, 'GFLOP/s'):.1f} | {ms(dense):.0f} | "
               f"{rate(dense, 'GFLOP/s'):.1f} | {sol:.2f} |")
