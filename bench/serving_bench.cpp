@@ -11,6 +11,8 @@
 // serving_decode_pool: the contiguous case run by attn::thread_pool instead
 // of OpenMP. serving_decode_paired: the contiguous case and the read pass in
 // turn in every iteration, for the bandwidth targets (read_fraction).
+// serving_stream_probe: a read of the cache with FMAs per vector in memory
+// order or in the decode walk's, for what the core overlaps.
 // Thread counts: 1 and 2, or ATTN_BENCH_THREADS (bench_util.hpp).
 #include <algorithm>
 #include <cmath>
@@ -264,6 +266,83 @@ void serving_decode_paired(benchmark::State& state) {
   state.counters["read_fraction"] = benchmark::Counter(ratio);
 }
 
+// Streaming probes (README, "Why the read and the compute add up"): one
+// pass over the B = 1 cache's K and V that adds Fmas independent FMAs per
+// vector loaded (0: a plain read), the keys split evenly over the threads,
+// in tiles of 32 keys (the core's decode tile at Hkv = 8), K then V, each
+// tile in one of two orders: memory order (key by key, a key's heads
+// together) or the joint decode walk's (joint_walk_keys keys of one head at
+// a time). At Nkv = 128 (1 MiB, cache-resident) the time is the FMAs'; at
+// 32768 it tells whether the core overlaps them with the read (the FMAs'
+// time) or not (their sum) in that order.
+template <class Backend, int Fmas>
+struct stream_probe {
+  using vec = typename Backend::vec;
+  static constexpr index_t width = static_cast<index_t>(Backend::width);
+  static constexpr index_t tile = 32, step = attn::detail::joint_walk_keys;
+  static constexpr int chains = 12;  // independent accumulators: FMA latency x throughput
+  vec acc[chains];
+
+  // One head's row of one key: each vector loaded, summed, then FMAs on it.
+  void stream_row(const float* x) {
+    const vec factor = Backend::broadcast(0.5f);
+    for (index_t d = 0; d < dim; d += width) {
+      const vec v = Backend::load(x + d);
+      acc[0] = Backend::add(acc[0], v);
+#pragma GCC unroll 32
+      for (int f = 0; f < Fmas; ++f) acc[f % chains] = Backend::fma(v, factor, acc[f % chains]);
+    }
+  }
+  // Keys [k0, k1) of x (Nkv, Hkv, d), a whole number of tiles.
+  void tile_pass(const float* x, index_t k0, index_t k1, bool walk_order) {
+    for (index_t s = k0; s < k1; s += step)
+      if (walk_order)
+        for (index_t h = 0; h < kv_heads; ++h)
+          for (index_t j = s; j < s + step; ++j) stream_row(x + j * row + h * dim);
+      else
+        for (index_t j = s; j < s + step; ++j)
+          for (index_t h = 0; h < kv_heads; ++h) stream_row(x + j * row + h * dim);
+  }
+  float run(const float* k, const float* v, index_t k0, index_t k1, bool walk_order) {
+    for (vec& a : acc) a = Backend::zero();
+    for (index_t t = k0; t < k1; t += tile) {
+      tile_pass(k, t, t + tile, walk_order);
+      tile_pass(v, t, t + tile, walk_order);
+    }
+    vec sum = acc[0];
+    for (int c = 1; c < chains; ++c) sum = Backend::add(sum, acc[c]);
+    return Backend::reduce_add(sum);
+  }
+};
+
+template <class Backend, int Fmas>
+void serving_stream_probe(benchmark::State& state) {
+  serving_problem p(1, state.range(0));
+  const contiguous_cache c(p);
+  const bool walk_order = state.range(1) != 0;
+  const int threads = static_cast<int>(state.range(2));
+  const index_t tiles = p.nkv / stream_probe<Backend, Fmas>::tile;
+  for (auto _ : state) {
+    float sum = 0;
+#pragma omp parallel for schedule(static) num_threads(threads) reduction(+ : sum)
+    for (int t = 0; t < threads; ++t) {
+      stream_probe<Backend, Fmas> probe;
+      sum += probe.run(c.k.data(), c.v.data(), tiles * t / threads * probe.tile, tiles * (t + 1) / threads * probe.tile,
+                       walk_order);
+    }
+    benchmark::DoNotOptimize(sum);
+  }
+  attn::bench::set_bytes(state, p.kv_bytes());
+}
+
+void probe_args(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"Nkv", "walk_order", "threads"});
+  for (int threads : attn::bench::thread_counts())
+    for (int nkv : {128, 32768})
+      for (int walk_order : {0, 1}) b->Args({nkv, walk_order, threads});
+  b->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+
 // B = 8 stops at Nkv = 32768: at 131072 its contiguous cache (capacity 8 x
 // 131072 keys, K and V) would take 8.6 GB, more than CI-sized machines hold.
 // B = 1, Nkv = 512 is a short context, where a call's fixed costs show.
@@ -295,6 +374,12 @@ const bool registered =
       benchmark::RegisterBenchmark(("serving_decode_paired<" + name + ">").c_str(),
                                    serving_decode_paired<Backend>)
           ->Apply(paired_args);
+      [&]<int... Fmas>(std::integer_sequence<int, Fmas...>) {
+        (benchmark::RegisterBenchmark(("serving_stream_probe<" + name + ",fmas:" + std::to_string(Fmas) + ">").c_str(),
+                                      serving_stream_probe<Backend, Fmas>)
+             ->Apply(probe_args),
+         ...);
+      }(std::integer_sequence<int, 0, 12, 24>{});
       benchmark::RegisterBenchmark(("serving_decode_pool<" + name + ">").c_str(),
                                    serving_decode<Backend, attn::thread_pool>)
           ->Apply(serving_args);
